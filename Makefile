@@ -1,0 +1,29 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+STAMP := .make-installed
+
+.PHONY: install test demo bench lint clean
+
+# torch is installed on its own first: the pinned CPU build lies on local disk,
+# any other spec may pull a multi-GB CUDA build.
+$(STAMP): setup.py
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+demo: $(STAMP)
+	bash examples/demo.sh
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check hf_earlyexit examples bench tests
+
+clean:
+	rm -rf $(STAMP) outputs build *.egg-info
