@@ -1,0 +1,114 @@
+"""Analytic forward FLOPs of early-exit models, in the convention of ``torch.utils.flop_counter`` (2 × MACs of the
+matrix products; embeddings lookups, layer norms, softmax, activations and residual adds count as 0).
+
+What is counted for one example of ``T`` real tokens (no padding), hidden size ``H``, FFN size ``F``, ``C`` labels:
+
+* each transformer layer: Q, K, V and output projections ``2·T·4·H²``, FFN ``2·T·2·H·F``, attention scores
+  ``Q·Kᵀ`` and ``scores·V`` ``2·2·T²·H`` (all heads together). This is "the encoder": for XLM-R Base
+  (12 × 768, FFN 3072) at 128 tokens it is 22.35 GFLOP.
+* the exit heads evaluated on the way (see ``ExitHead``): every intermediate exit at or below the exit layer (an
+  example is scored at each exit it passes) and the final head when it reaches the last layer. Sequence heads run
+  on one token, token heads on all ``T``. ``include_exit_heads=False`` leaves the intermediate heads out, as for
+  the plain full-depth model (or the early-exit model with every threshold 0, which skips them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+TASKS = ("sequence", "token")
+
+
+def _task(config, task: str | None) -> str:
+    if task is not None:
+        if task not in TASKS:
+            raise ValueError(f"task={task!r}; expected one of {TASKS}")
+        return task
+    architectures = getattr(config, "architectures", None) or []
+    return "token" if any("TokenClassification" in name for name in architectures) else "sequence"
+
+
+def _exit_layers(config) -> list[int]:
+    return list(getattr(config, "exit_layers", None) or [config.num_hidden_layers])
+
+
+def layer_flops(config, seq_len):
+    """FLOPs of one transformer layer over ``seq_len`` tokens (works on ints and tensors)."""
+    hidden, ffn = config.hidden_size, config.intermediate_size
+    return 2 * seq_len * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_len * seq_len * hidden
+
+
+def head_flops(config, seq_len, design: str, task: str):
+    """FLOPs of one classification head: ``"pooler"`` (dense H×H + linear H×C) or ``"linear"`` (H×C)."""
+    hidden, labels = config.hidden_size, config.num_labels
+    per_token = 2 * hidden * labels + (2 * hidden * hidden if design == "pooler" else 0)
+    return per_token * (seq_len if task == "token" else 1)
+
+
+def final_head_design(task: str) -> str:
+    # XLM-R's sequence head (dense + tanh + out_proj) and BERT's (pooler dense + classifier) are both "pooler"
+    # shaped; both families' token heads are a single linear layer.
+    return "linear" if task == "token" else "pooler"
+
+
+def exit_head_design(config, task: str) -> str:
+    return getattr(config, "exit_head", None) or ("linear" if task == "token" else "pooler")
+
+
+def _flops(config, seq_len, exit_layer, task: str, include_exit_heads: bool):
+    """Vectorised core: ``seq_len`` and ``exit_layer`` may be ints or broadcastable tensors."""
+    depth = config.num_hidden_layers
+    total = exit_layer * layer_flops(config, seq_len)
+    if include_exit_heads:
+        per_exit = head_flops(config, seq_len, exit_head_design(config, task), task)
+        for layer in _exit_layers(config)[:-1]:
+            total = total + per_exit * (exit_layer >= layer)
+    return total + head_flops(config, seq_len, final_head_design(task), task) * (exit_layer == depth)
+
+
+def flops_per_example(
+    config, seq_len: int, exit_layer: int | None = None, task: str | None = None, include_exit_heads: bool = True
+) -> int:
+    """Forward FLOPs for one example of ``seq_len`` tokens leaving at ``exit_layer`` (default: full depth).
+
+    ``task`` ("sequence" or "token") defaults to what ``config.architectures`` names (token classification when a
+    ``*TokenClassification`` class is listed, else sequence).
+    """
+    task = _task(config, task)
+    exit_layer = config.num_hidden_layers if exit_layer is None else int(exit_layer)
+    if exit_layer not in _exit_layers(config):
+        raise ValueError(f"exit_layer={exit_layer}; expected one of the exit layers {_exit_layers(config)}")
+    if not int(seq_len) >= 1:
+        raise ValueError(f"seq_len={seq_len}; expected an int >= 1")
+    return int(_flops(config, int(seq_len), exit_layer, task, include_exit_heads))
+
+
+def mean_flops(
+    config,
+    seq_lens: Sequence[int] | torch.Tensor,
+    exit_layers: Sequence[int] | torch.Tensor,
+    task: str | None = None,
+    include_exit_heads: bool = True,
+) -> float:
+    """Mean FLOPs per example of a set of examples, from each example's real length and exit layer.
+
+    ``exit_layers`` is one layer per example (for the token twin take ``exit_layer[:, 0]``: the whole sequence
+    leaves together).
+    """
+    task = _task(config, task)
+    lengths = torch.as_tensor(seq_lens, dtype=torch.float64).flatten()
+    layers = torch.as_tensor(exit_layers, dtype=torch.float64)
+    if layers.dim() != 1 or layers.shape != lengths.shape:
+        raise ValueError(
+            f"exit_layers has shape {tuple(layers.shape)} and seq_lens {tuple(lengths.shape)}; expected one exit "
+            "layer and one length per example"
+        )
+    if lengths.numel() == 0:
+        raise ValueError("mean_flops got no examples")
+    allowed = torch.tensor(_exit_layers(config), dtype=torch.float64)
+    if not bool(torch.isin(layers, allowed).all()):
+        bad = sorted(set(layers[~torch.isin(layers, allowed)].long().tolist()))
+        raise ValueError(f"exit_layers has layers {bad}; expected exit layers {allowed.long().tolist()}")
+    return float(_flops(config, lengths, layers, task, include_exit_heads).mean())
