@@ -1,0 +1,227 @@
+"""Model card rendering and parse-back, and push to the Hub up to the network boundary."""
+
+import hashlib
+import json
+import logging
+import re
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi, ModelCard
+from test_report import LANGS, make_results
+
+from hf_earlyexit.evaluation.plots import write_plots
+from hf_earlyexit.evaluation.results import save_results
+from hf_earlyexit.hub import EarlyExitCardData, HubPushError, create_model_card, push_to_hub, render_model_card
+
+SECRET = "hf_TESTtokenNEVERshownABC123"
+RECIPE = {
+    "distillation": {
+        "teacher": "FacebookAI/xlm-roberta-large",
+        "student_init": "FacebookAI/xlm-roberta-base",
+        "layer_map": [[12, 24]],
+        "losses": {"hidden_mse": 1.0},
+    },
+    "exit_training": "joint",
+    "learning_rate": 3e-5,
+}
+
+
+def saved_folder(tmp_path: Path) -> Path:
+    """A folder shaped like what the examples save (contents are placeholders: push must not care)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "configuration_early_exit.py",
+        "modeling_xlm_roberta_early_exit.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "xnli_metric_vs_flops.png",
+        "report.md",
+    ):
+        (folder / name).write_bytes(name.encode() * 3)
+    save_results(make_results(), folder)
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"optimizer state")
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+class RecordingHubApi:
+    """Stands in for HfApi at the network boundary: records the repo it creates and the files upload_folder would
+    send (the folder's files minus ignore_patterns, matched as huggingface_hub does), with their bytes."""
+
+    def __init__(self):
+        self.created = []
+        self.uploaded = {}
+        self.calls = []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False, **kwargs):
+        self.created.append({"repo_id": repo_id, "private": private, "exist_ok": exist_ok})
+
+    def upload_folder(self, folder_path, repo_id, token=None, commit_message=None, ignore_patterns=None, **kwargs):
+        self.calls.append({"repo_id": repo_id, "commit_message": commit_message})
+        root = Path(folder_path)
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and not any(fnmatch(relative, pattern) for pattern in ignore_patterns or ()):
+                self.uploaded[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return f"https://huggingface.co/{repo_id}/commit/abc"
+
+
+class FailingHubApi:
+    def create_repo(self, *args, **kwargs):
+        raise OSError(f"401 Unauthorized for token {SECRET}\nresponse body: invalid credentials")
+
+
+# ---- card ------------------------------------------------------------------------------------------------------
+
+
+def card_folder(tmp_path: Path) -> tuple[Path, list[dict]]:
+    folder = tmp_path / "card"
+    folder.mkdir()
+    results = [make_results("xnli", partitions=2), make_results("wikiann", languages=("en", "hi", "ur"))]
+    for result in results:
+        write_plots(result, folder)
+    return folder, results
+
+
+def test_card_parses_back_with_every_language_metric(tmp_path):
+    folder, results = card_folder(tmp_path)
+    path = create_model_card(folder, results=results, recipe=RECIPE, repo_id="someone/xlmr-base-early-exit")
+    assert path == folder / "README.md"
+    card = ModelCard.load(path)
+    evals = card.data.eval_results
+    assert card.data.model_name == "xlmr-base-early-exit"
+    for result in results:
+        dataset = {"xnli": "facebook/xnli", "wikiann": "unimelb-nlp/wikiann"}[result["task"]]
+        for lang, entry in result["languages"].items():
+            mine = [e for e in evals if e.dataset_type == dataset and e.dataset_config == lang]
+            assert {e.metric_type for e in mine} == {result["metric"]}
+            assert {e.dataset_split for e in mine} == {"validation"}
+            values = {e.metric_name.split("(")[1].split(",")[0].rstrip(")"): e.metric_value for e in mine}
+            assert values == {"full depth": entry["full_depth"]["metric"], "early exit": entry["chosen"]["metric"]}
+    assert len(evals) == 2 * (len(results[0]["languages"]) + len(results[1]["languages"]))
+    assert set(card.data.language) == {"en", "ru", "sw", "hi", "ur"}
+    assert card.data.datasets == ["facebook/xnli", "unimelb-nlp/wikiann"]
+
+
+def test_card_has_every_section_filled_and_no_placeholders_left(tmp_path):
+    folder, results = card_folder(tmp_path)
+    text = create_model_card(folder, results=results, recipe=RECIPE, repo_id="someone/model").read_text()
+    assert not re.search(r"\$\{?[A-Za-z_]", text)
+    assert "{{" not in text and "}}" not in text
+    assert not re.search(r"\{[a-z_]+\}", text)
+    for heading in ("## Results per language", "## Efficiency", "## Threshold sweep", "## Training recipe"):
+        assert heading in text
+    assert "![xnli_metric_vs_flops](xnli_metric_vs_flops.png)" in text
+    assert "![wikiann_metric_vs_flops](wikiann_metric_vs_flops.png)" in text
+    assert "teacher: `FacebookAI/xlm-roberta-large`" in text and "exit training: `joint`" in text
+    assert "| parameters | parameters outside embeddings | FLOPs per 128-token example (full depth) |" in text
+    assert "| 2.50 M | 400,000 | 2.50 GFLOPs |" in text
+    assert 'AutoModelForSequenceClassification.from_pretrained("someone/model", trust_remote_code=True)' in text
+    assert 'pipeline("early-exit-token-classification", model="someone/model", trust_remote_code=True)' in text
+    assert "calibrated per language" in text
+    assert "random-weights demo" not in text.lower()
+    # the usage snippet is valid Python
+    code = text.split("```python\n")[1].split("```")[0]
+    compile(code, "usage", "exec")
+
+
+def test_card_defaults_to_results_json_and_found_plots(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    results = make_results("wikiann", random_weights=True)
+    save_results(results, folder)
+    write_plots(results, folder)
+    text = create_model_card(folder).read_text()
+    assert "![wikiann_metric_vs_flops](wikiann_metric_vs_flops.png)" in text
+    assert "Random-weights demo" in text
+    assert ModelCard(text).data.model_name == "out"
+
+
+def test_bad_card_input_fails_before_writing(tmp_path):
+    folder, results = card_folder(tmp_path)
+    (folder / "README.md").write_text("previous card")
+    with pytest.raises(ValueError, match="plot files \\['missing.png'\\]"):
+        create_model_card(folder, results=results, plot_files={"xnli": ["missing.png"]})
+    with pytest.raises(ValueError, match="at most one results.json per task"):
+        create_model_card(folder, results=[results[0], results[0]])
+    bad = json.loads(json.dumps(results[0]))
+    bad["languages"]["en"]["chosen"]["metric"] = 2.0
+    with pytest.raises(ValueError, match="languages.en.chosen.metric"):
+        create_model_card(folder, results=bad)
+    assert (folder / "README.md").read_text() == "previous card"
+    with pytest.raises(ValueError, match="results.json"):
+        create_model_card(tmp_path / "card" / "..", results=None)
+
+
+def test_render_single_task_card_from_card_data():
+    card = EarlyExitCardData(model_name="m", results=[make_results()])
+    text = render_model_card(card)
+    assert "### XNLI" not in text  # one task: no per-task headings
+    assert "No distillation recipe was recorded" in text
+    assert "| threshold 0.2 | 9.25 | 210.00 | 44.2 |" in text
+    for lang in LANGS:
+        assert f"| {lang} | 100 |" in text
+
+
+# ---- push ------------------------------------------------------------------------------------------------------
+
+
+def test_push_uploads_the_saved_folder_complete_and_unchanged(tmp_path):
+    folder = saved_folder(tmp_path)
+    create_model_card(folder, recipe=RECIPE, repo_id="someone/model")
+    before = snapshot(folder)
+    api = RecordingHubApi()
+    result = push_to_hub(folder, "someone/model", token=SECRET, private=True, api=api)
+    assert result == "https://huggingface.co/someone/model/commit/abc"
+    assert api.created == [{"repo_id": "someone/model", "private": True, "exist_ok": True}]
+    expected = {name: digest for name, digest in before.items() if not name.startswith("checkpoint-")}
+    assert api.uploaded == expected
+    assert {"README.md", "results.json", "model.safetensors", "config.json", "tokenizer.json"} <= set(api.uploaded)
+    assert snapshot(folder) == before
+
+
+def test_failed_push_says_how_to_push_later_and_hides_the_token(tmp_path, caplog):
+    folder = saved_folder(tmp_path)
+    before = snapshot(folder)
+    with caplog.at_level(logging.DEBUG), pytest.raises(HubPushError) as error:
+        push_to_hub(folder, "someone/model", token=SECRET, api=FailingHubApi())
+    message = str(error.value)
+    assert SECRET not in message and SECRET not in caplog.text
+    assert "\n" not in message
+    assert f"everything is saved in {folder}" in message
+    assert f"hf upload someone/model {folder} . --exclude 'checkpoint-*' --exclude '_*'" in message
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+    assert snapshot(folder) == before
+
+
+def test_offline_push_with_the_real_client_fails_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    folder = saved_folder(tmp_path)
+    before = snapshot(folder)
+    with pytest.raises(HubPushError, match="OfflineModeIsEnabled") as error:
+        push_to_hub(folder, "someone/model", token=SECRET, api=HfApi(token=SECRET))
+    assert SECRET not in str(error.value) and "hf upload someone/model" in str(error.value)
+    assert snapshot(folder) == before
+
+
+def test_push_rejects_bad_input_before_any_call(tmp_path):
+    folder = saved_folder(tmp_path)
+    api = RecordingHubApi()
+    for repo_id in ("no namespace", "a/b/c", "model-only"):
+        with pytest.raises(ValueError, match="repo_id="):
+            push_to_hub(folder, repo_id, api=api)
+    with pytest.raises(ValueError, match="missing or empty"):
+        push_to_hub(tmp_path / "nowhere", "someone/model", api=api)
+    assert api.created == [] and api.calls == []
