@@ -118,7 +118,8 @@ def per_exit_thresholds(threshold: float | Sequence[float], num_exits: int) -> l
         raise ValueError(f"exit_threshold={threshold!r}; expected a float >= 0 or a list of one per exit layer")
     negative = [t for t in values if not t >= 0]  # also catches nan
     if negative:
-        raise ValueError(f"exit_threshold={threshold!r} has negative values {negative}; expected values >= 0")
+        which = "" if isinstance(threshold, (int, float)) else f" has negative values {negative}"
+        raise ValueError(f"exit_threshold={threshold!r}{which}; expected values >= 0 (0.0 never exits early)")
     return values
 
 
