@@ -341,6 +341,12 @@ class EarlyExitMixin:
         return create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=mask_2d), mask_2d
 
 
+def record_architecture(model, config) -> None:
+    # What save_pretrained would write, set now so that `flops_per_example(model.config, ...)` knows the task
+    # (sequence or token heads) before any save.
+    config.architectures = [type(model).__name__]
+
+
 class EarlyExitForSequenceClassificationMixin(EarlyExitMixin):
     """Sequence classification: one decision and one label per example."""
 
@@ -349,6 +355,7 @@ class EarlyExitForSequenceClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The family sets its own standard ``classifier`` (and ``final_head``); the exit heads are generic."""
+        record_architecture(self, config)
         self.num_labels = config.num_labels
         self.exit_heads = build_exit_heads(config, per_token=False)
 
@@ -361,6 +368,7 @@ class EarlyExitForTokenClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The standard token head of XLM-R and BERT alike: ``dropout`` + linear ``classifier``."""
+        record_architecture(self, config)
         self.num_labels = config.num_labels
         self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
