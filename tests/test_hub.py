@@ -225,3 +225,86 @@ def test_push_rejects_bad_input_before_any_call(tmp_path):
     with pytest.raises(ValueError, match="missing or empty"):
         push_to_hub(tmp_path / "nowhere", "someone/model", api=api)
     assert api.created == [] and api.calls == []
+
+
+# ---- the whole flow the example scripts run, on real WikiANN data --------------------------------------------
+
+
+@pytest.mark.real_data
+def test_full_evaluation_flow_on_real_wikiann(tmp_path, shared_data):
+    import torch
+    from transformers import DataCollatorForTokenClassification
+
+    from hf_earlyexit.data.tasks import WIKIANN_TAGS, load_wikiann, tokenize_and_align_labels
+    from hf_earlyexit.data.tokenizer import train_tokenizer
+    from hf_earlyexit.evaluation.efficiency import describe_model, full_depth_flops, measure_efficiency
+    from hf_earlyexit.evaluation.report import write_report
+    from hf_earlyexit.evaluation.results import build_results, load_results
+    from hf_earlyexit.evaluation.sweep import evaluate_languages
+    from hf_earlyexit.modeling import XLMRobertaEarlyExitConfig, XLMRobertaForEarlyExitTokenClassification
+
+    raw = {
+        lang: ds.select(range(48))
+        for lang, ds in load_wikiann(["en", "sw"], "validation", shared_data / "panx").items()
+    }
+    tokenizer = train_tokenizer([" ".join(row["tokens"]) for ds in raw.values() for row in ds], vocab_size=400)
+    tokenized = tokenize_and_align_labels(raw, tokenizer, max_length=48)
+    torch.manual_seed(0)
+    config = XLMRobertaEarlyExitConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(WIKIANN_TAGS),
+        id2label=dict(enumerate(WIKIANN_TAGS)),
+        label2id={tag: i for i, tag in enumerate(WIKIANN_TAGS)},
+        initializer_range=0.3,
+    )
+    model = XLMRobertaForEarlyExitTokenClassification(config).eval()
+
+    languages, chosen_global = evaluate_languages(
+        model, tokenized, DataCollatorForTokenClassification(tokenizer), max_drop=0.02, batch_size=16
+    )
+    efficiency = measure_efficiency(model, tokenized["en"], chosen_global["threshold"], seq_len=32, repeats=2)
+    results = build_results(
+        task="wikiann",
+        languages=languages,
+        model_info=describe_model(model, "tiny-random"),
+        seq_len=32,
+        full_depth_flops=full_depth_flops(model, 32),
+        max_drop=0.02,
+        chosen_global=chosen_global,
+        efficiency=efficiency,
+        random_weights=True,
+    )
+    out = tmp_path / "out"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_results(results, out)
+    plots = write_plots(results, out)
+    write_report(results, out, plots)
+    create_model_card(out, recipe={"exit_training": "none (random weights)"}, repo_id="someone/tiny")
+
+    loaded = load_results(out)
+    assert set(loaded["languages"]) == {"en", "sw"}
+    for lang in ("en", "sw"):
+        entry = loaded["languages"][lang]
+        assert entry["num_examples"] == 48 and entry["exit_check"]["num_mismatched_exits"] == 0
+        assert entry["full_depth"]["metric"] - entry["chosen"]["metric"] <= 0.02 + 1e-9
+    evals = ModelCard.load(out / "README.md").data.eval_results
+    assert {(e.dataset_type, e.dataset_config) for e in evals} == {
+        ("unimelb-nlp/wikiann", "en"),
+        ("unimelb-nlp/wikiann", "sw"),
+    }
+    assert json.loads((out / "config.json").read_text())["auto_map"]
+
+    api = RecordingHubApi()
+    push_to_hub(out, "someone/tiny", api=api)
+    assert set(api.uploaded) == set(snapshot(out))
+    assert {"model.safetensors", "config.json", "README.md", "report.md", "wikiann_metric_vs_flops.png"} <= set(
+        api.uploaded
+    )
+    assert any(name.endswith(".py") for name in api.uploaded)  # the remote code travels with the weights

@@ -1,0 +1,181 @@
+"""Latency, peak memory and parameter counts, at full depth and at a chosen exit threshold.
+
+Inputs have a fixed length (`seq_len` tokens, real examples truncated or padded) so that the two settings differ
+only in where examples leave. Repetitions of the two settings are interleaved and the median is reported, because
+the machines these run on are shared and noisy.
+
+Peak memory is the memory the forward pass holds at its worst moment plus the resident weights:
+- CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (weights are on the device, so included).
+- CPU: the profiler's allocator records (`torch.profiler.profile(profile_memory=True)`): every allocation and free
+  of a tensor in the forward, in time order; their running sum's maximum is the forward's peak, to which the bytes
+  of parameters and buffers are added. Process RSS is not used: it only grows, includes Python and the allocator's
+  caches, and could not tell the two settings apart within one process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from .flops import flops_per_example
+from .sweep import is_token_model
+
+FULL_DEPTH_THRESHOLD = 0.0
+MIB = 2**20
+LATENCY_BATCH_SIZES = (1, 32)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, parameters outside the embedding tables) — the second is what scales compute per token."""
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
+    return total, total - embedding
+
+
+def describe_model(model, name_or_path: str) -> dict[str, Any]:
+    """results.json's `model` object."""
+    config = model.config
+    total, without_embeddings = count_parameters(model)
+    return {
+        "name_or_path": str(name_or_path),
+        "model_type": config.model_type,
+        "num_layers": config.num_hidden_layers,
+        "exit_layers": list(config.exit_layers),
+        "exit_criterion": config.exit_criterion,
+        "exit_granularity": getattr(config, "exit_granularity", "sequence"),
+        "parameters": total,
+        "parameters_without_embeddings": without_embeddings,
+    }
+
+
+def full_depth_flops(model, seq_len: int = 128) -> float:
+    """results.json's `full_depth_flops`: one `seq_len`-token example through every layer, intermediate heads
+    skipped (threshold 0), as the plain model computes it."""
+    task = "token" if is_token_model(model) else "sequence"
+    return float(flops_per_example(model.config, seq_len, task=task, include_exit_heads=False))
+
+
+def fixed_length_batch(
+    examples: Sequence[Mapping[str, Any]], batch_size: int, seq_len: int, pad_token_id: int
+) -> dict[str, torch.Tensor]:
+    """`batch_size` real tokenized examples (cycled if fewer), each truncated or padded to exactly `seq_len`."""
+    if batch_size < 1 or seq_len < 2:
+        raise ValueError(f"batch_size={batch_size}, seq_len={seq_len} are invalid; expected >= 1 and >= 2")
+    if len(examples) == 0:
+        raise ValueError("examples is empty; expected tokenized examples with input_ids")
+    input_ids = torch.full((batch_size, seq_len), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long)
+    for row in range(batch_size):
+        ids = list(examples[row % len(examples)]["input_ids"])[:seq_len]
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _forward(model, inputs: Mapping[str, torch.Tensor], threshold: float):
+    return model(**inputs, exit_threshold=threshold)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def measure_latency_ms(
+    model, inputs: Mapping[str, torch.Tensor], thresholds: Sequence[float], warmup: int = 2, repeats: int = 10
+) -> list[float]:
+    """Median wall-clock milliseconds of one forward per threshold, repetitions interleaved across thresholds."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"warmup={warmup}, repeats={repeats} are invalid; expected warmup >= 0 and repeats >= 1")
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    model.eval()
+    for _ in range(warmup):
+        for threshold in thresholds:
+            _forward(model, inputs, threshold)
+    times: list[list[float]] = [[] for _ in thresholds]
+    for _ in range(repeats):
+        for index, threshold in enumerate(thresholds):
+            _sync(device)
+            start = time.perf_counter()
+            _forward(model, inputs, threshold)
+            _sync(device)
+            times[index].append((time.perf_counter() - start) * 1000.0)
+    return [statistics.median(samples) for samples in times]
+
+
+def _resident_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def cpu_peak_bytes(run: Callable[[], Any]) -> int:
+    """Peak bytes of CPU tensor memory allocated while `run()` executes, over what was allocated before it."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    # Raw allocator records (one per malloc/free); FunctionEvent totals would double count nested ops.
+    records = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    running = peak = 0
+    for _, nbytes in records:
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+@torch.inference_mode()
+def measure_peak_memory_mb(model, inputs: Mapping[str, torch.Tensor], threshold: float) -> float:
+    """Peak MiB during one forward at `threshold`, weights included (see the module docstring for the method)."""
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    model.eval()
+    _forward(model, inputs, threshold)  # lazy initialisation must not count as the forward's memory
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _forward(model, inputs, threshold)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / MIB
+    return (_resident_bytes(model) + cpu_peak_bytes(lambda: _forward(model, inputs, threshold))) / MIB
+
+
+def measure_efficiency(
+    model,
+    examples: Sequence[Mapping[str, Any]],
+    chosen_threshold: float,
+    seq_len: int = 128,
+    pad_token_id: int | None = None,
+    warmup: int = 2,
+    repeats: int = 10,
+) -> dict[str, Any]:
+    """results.json's `efficiency`: latency at batch 1 and 32 and peak memory (at the largest batch size) for full
+    depth (threshold 0) and `chosen_threshold`, on real examples fixed to `seq_len` tokens."""
+    if chosen_threshold < 0:
+        raise ValueError(f"chosen_threshold={chosen_threshold} is invalid; expected a non-negative threshold")
+    if pad_token_id is None:
+        pad_token_id = model.config.pad_token_id
+    settings = (FULL_DEPTH_THRESHOLD, float(chosen_threshold))
+    latency = {}
+    for batch_size in LATENCY_BATCH_SIZES:
+        inputs = fixed_length_batch(examples, batch_size, seq_len, pad_token_id)
+        full, chosen = measure_latency_ms(model, inputs, settings, warmup=warmup, repeats=repeats)
+        latency[f"batch_{batch_size}"] = {"full_depth": full, "chosen": chosen}
+    memory_batch = max(LATENCY_BATCH_SIZES)
+    inputs = fixed_length_batch(examples, memory_batch, seq_len, pad_token_id)
+    memory = {name: measure_peak_memory_mb(model, inputs, t) for name, t in zip(("full_depth", "chosen"), settings)}
+    return {
+        "seq_len": seq_len,
+        "chosen_threshold": float(chosen_threshold),
+        "device": str(next(model.parameters()).device),
+        "latency_ms": latency,
+        "peak_memory_mb": memory,
+        "peak_memory_batch_size": memory_batch,
+    }
