@@ -247,11 +247,14 @@ def _summary(card: EarlyExitCardData) -> str:
 
 
 def _recipe_section(card: EarlyExitCardData) -> str:
-    distillation = card.recipe.get("distillation") or next(
+    recipe = card.recipe
+    if "teacher" in recipe:  # results.json's distillation record passed as the recipe itself
+        recipe = {"distillation": recipe}
+    distillation = recipe.get("distillation") or next(
         (results["distillation"] for results in card.results if results.get("distillation")), None
     )
     lines = recipe_lines(distillation)
-    lines += [f"- {key.replace('_', ' ')}: `{value}`" for key, value in card.recipe.items() if key != "distillation"]
+    lines += [f"- {key.replace('_', ' ')}: `{value}`" for key, value in recipe.items() if key != "distillation"]
     parts = ["\n".join(lines) if lines else "No distillation recipe was recorded for this model."]
     if distillation:
         table = distillation_table({**card.results[0], "distillation": distillation})
@@ -392,8 +395,6 @@ def push_to_hub(
         raise ValueError(
             f"repo_id={repo_id!r} is invalid; expected 'namespace/name' of letters, digits, -, _, ."
         ) from None
-    if "/" not in repo_id:
-        raise ValueError(f"repo_id={repo_id!r} has no namespace; expected 'namespace/name' (your user or org)")
     api = api if api is not None else HfApi(token=token)
     try:
         api.create_repo(repo_id, token=token, private=private, exist_ok=True)

@@ -90,7 +90,7 @@ def test_early_exit_is_faster_than_full_depth():
     m = model(layers=6, hidden=64)
     inputs = fixed_length_batch(EXAMPLES, 32, 64, 1)
     # above 1 every example leaves at layer 1, so 5 of 6 layers are skipped
-    full, early = measure_latency_ms(m, inputs, [0.0, 1.01], warmup=1, repeats=5)
+    full, early = measure_latency_ms(m, inputs, [0.0, 1.01], warmup=1, repeats=7)
     assert full > 0 and early > 0
     assert early < 0.7 * full
 

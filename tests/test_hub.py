@@ -164,6 +164,16 @@ def test_bad_card_input_fails_before_writing(tmp_path):
         create_model_card(tmp_path / "card" / "..", results=None)
 
 
+def test_card_takes_the_distillation_record_as_recipe(tmp_path):
+    folder, results = card_folder(tmp_path)
+    record = make_results(partitions=2)["distillation"]
+    text = create_model_card(folder, results=results[1], recipe=record).read_text()
+    assert "- teacher: `FacebookAI/xlm-roberta-large`" in text
+    assert "- partition 1 tokens: en 1.00 M, ru 1.00 M, sw 1.00 M" in text
+    assert "| 1 | 6.00 M |" in text  # cumulative tokens of the checkpoint after partition 1
+    assert "partitions:" not in text  # not dumped raw
+
+
 def test_render_single_task_card_from_card_data():
     card = EarlyExitCardData(model_name="m", results=[make_results()])
     text = render_model_card(card)
@@ -219,12 +229,14 @@ def test_offline_push_with_the_real_client_fails_cleanly(tmp_path, monkeypatch):
 def test_push_rejects_bad_input_before_any_call(tmp_path):
     folder = saved_folder(tmp_path)
     api = RecordingHubApi()
-    for repo_id in ("no namespace", "a/b/c", "model-only"):
+    for repo_id in ("no namespace", "a/b/c", "-model"):
         with pytest.raises(ValueError, match="repo_id="):
             push_to_hub(folder, repo_id, api=api)
     with pytest.raises(ValueError, match="missing or empty"):
         push_to_hub(tmp_path / "nowhere", "someone/model", api=api)
     assert api.created == [] and api.calls == []
+    push_to_hub(folder, "model-only", api=api)  # the Hub puts a bare name under the token's user
+    assert api.created[0]["repo_id"] == "model-only"
 
 
 # ---- the whole flow the example scripts run, on real WikiANN data --------------------------------------------

@@ -125,10 +125,12 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
         (lambda r: r["efficiency"]["latency_ms"].pop("batch_32"), "efficiency.latency_ms.batch_32"),
         (lambda r: r["languages"]["en"].update(sweep_token=[]), "languages.en.sweep_token"),
         (lambda r: r["languages"]["en"]["sweep"][0].update(exit_layer_counts=[1, 2]), "exit_layer_counts"),
+        (lambda r: r["languages"]["en"]["sweep"].pop(0), "languages.en.sweep[0].threshold"),
+        (lambda r: r["distillation"]["partitions"].reverse(), "distillation.partitions[1].partition"),
     ],
 )
 def test_validate_results_names_the_bad_field_in_one_line(mutate, field):
-    results = make_results()
+    results = make_results(partitions=2)
     validate_results(results)
     bad = copy.deepcopy(results)
     mutate(bad)

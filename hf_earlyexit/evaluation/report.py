@@ -176,6 +176,9 @@ def recipe_lines(distillation: Mapping[str, Any] | None) -> list[str]:
     if distillation.get("losses"):
         losses = ", ".join(f"{name} × {weight}" for name, weight in distillation["losses"].items())
         lines.append(f"- losses: {losses}")
+    for part in distillation.get("partitions") or []:
+        tokens = ", ".join(f"{lang} {format_count(n)}" for lang, n in part["tokens_by_language"].items())
+        lines.append(f"- partition {part['partition']} tokens: {tokens}")
     return lines
 
 

@@ -157,6 +157,7 @@ def _validate_language(lang: str, entry: Any, num_exits: int, task: str, granula
     _validate_rows(entry.get("sweep"), f"{where}.sweep", num_exits)
     _validate_row(entry.get("chosen"), f"{where}.chosen", num_exits)
     thresholds = [row["threshold"] for row in entry["sweep"]]
+    _require(thresholds[0] == 0.0, f"{where}.sweep[0].threshold", thresholds[0], "0.0 (full depth is always a row)")
     _require(
         entry["chosen"]["threshold"] in thresholds,
         f"{where}.chosen.threshold",
@@ -244,6 +245,10 @@ def _validate_distillation(distillation: Any) -> None:
         where = f"distillation.partitions[{index}]"
         _require(isinstance(part, Mapping), where, part, "an object")
         _check_type(part, "partition", int, where)
+        if index:
+            # each checkpoint has seen the partitions before it, so order carries meaning
+            previous = partitions[index - 1]["partition"]
+            _require(part["partition"] > previous, f"{where}.partition", part["partition"], f"> {previous}")
         for key in ("tokens_by_language", "metric_by_language"):
             _require(isinstance(part.get(key), Mapping), f"{where}.{key}", part.get(key), "an object")
 
