@@ -39,6 +39,11 @@ def _title(results: Mapping[str, Any], what: str) -> str:
     return title + "\n(random-weights demo: mechanics, not quality)" if results["random_weights"] else title
 
 
+def _legend(ax, **kwargs) -> None:
+    # outside the axes: sweep curves can cover any corner, and a legend must never hide a point
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -57,7 +62,7 @@ def plot_metric_vs_flops(results: Mapping[str, Any], path: str | Path, x_units: 
     language's chosen threshold."""
     _check_units(x_units)
     validate_results(results)
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
     for lang, entry in results["languages"].items():
         rows = entry["sweep"]
         (line,) = ax.plot(_x_values(rows, x_units), [100 * r["metric"] for r in rows], marker="o", ms=3, label=lang)
@@ -78,8 +83,7 @@ def plot_metric_vs_flops(results: Mapping[str, Any], path: str | Path, x_units: 
     ax.set_ylabel(f"{metric_title(results)} (%)")
     ax.set_title(_title(results, f"{metric_title(results)} against compute, per language"))
     ax.grid(alpha=0.3)
-    # curves rise to the right (more compute, higher metric), so the lower right is usually empty
-    ax.legend(title="language", loc="lower right")
+    _legend(ax, title="language")
     return _save(fig, Path(path))
 
 
@@ -92,7 +96,7 @@ def plot_metric_vs_distillation_data(results: Mapping[str, Any], path: str | Pat
         raise ValueError(f"{len(partitions)} distillation partitions in results; expected at least 2 to plot")
     tokens = [t / 1e6 for t in cumulative_tokens(partitions)]
     languages = sorted({lang for part in partitions for lang in part["metric_by_language"]})
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
     for lang in languages:
         points = [
             (x, 100 * p["metric_by_language"][lang])
@@ -108,7 +112,7 @@ def plot_metric_vs_distillation_data(results: Mapping[str, Any], path: str | Pat
     ax.set_ylabel(f"{metric_title(results)} (%)")
     ax.set_title(_title(results, f"{metric_title(results)} against distillation data"))
     ax.grid(alpha=0.3)
-    ax.legend(title="language")
+    _legend(ax, title="language")
     return _save(fig, Path(path))
 
 
@@ -119,7 +123,7 @@ def plot_granularity_comparison(results: Mapping[str, Any], path: str | Path, x_
     languages = [lang for lang, entry in results["languages"].items() if "sweep_token" in entry]
     if not languages:
         raise ValueError("no language in results has 'sweep_token'; expected token-level sweeps to compare")
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
     for lang in languages:
         entry = results["languages"][lang]
         (line,) = ax.plot(
@@ -136,7 +140,7 @@ def plot_granularity_comparison(results: Mapping[str, Any], path: str | Path, x_
     ax.set_ylabel(f"{metric_title(results)} (%)")
     ax.set_title(_title(results, "sequence-level against token-level exits"))
     ax.grid(alpha=0.3)
-    ax.legend(ncol=2, fontsize=8, loc="lower right")
+    _legend(ax, fontsize=8)
     return _save(fig, Path(path))
 
 
