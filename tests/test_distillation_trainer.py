@@ -269,3 +269,30 @@ def test_remove_unused_columns_keeps_what_losses_need(tmp_path):
     trainer.train()
     assert "loss/ce" in trainer.state.log_history[0]
     assert os.path.isdir(tmp_path)
+
+
+def test_early_exit_student_distils_and_exports(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_earlyexit import XLMRobertaEarlyExitConfig, XLMRobertaForEarlyExit
+
+    torch.manual_seed(0)
+    teacher = XLMRobertaForSequenceClassification(tiny_config(4, 64, 4, num_labels=3, initializer_range=0.2))
+    config = XLMRobertaEarlyExitConfig(**tiny_config(2, 48, 3, num_labels=3).to_dict())
+    student = XLMRobertaForEarlyExit(config)
+    batch = mlm_batch()
+    batch["labels"] = torch.arange(8) % 3
+    trainer = make_trainer(
+        tmp_path, teacher, student, as_dataset(batch), max_steps=20, logit_loss="kl", hard_label_weight=1.0
+    )
+    trainer.train()
+    for name in ("hidden", "attention"):
+        values = components(trainer, name)
+        assert values[-1] < 0.7 * values[0], (name, values)
+    assert len(components(trainer, "logits")) == len(components(trainer, "ce")) == 20
+    assert trainer.evaluate(as_dataset(batch))["eval_loss"] > 0  # eval mode: every layer still runs for the hooks
+    trainer.save_model(str(tmp_path / "export"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "export"))
+    assert type(loaded) is XLMRobertaForEarlyExit
+    for key, value in student.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)

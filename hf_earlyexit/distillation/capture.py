@@ -38,6 +38,7 @@ ENCODER_LAYOUTS: dict[str, EncoderLayout] = {
     "xlm-roberta": _BERT_STYLE,
     "xlm-roberta-early-exit": _BERT_STYLE,
     "camembert": _BERT_STYLE,
+    "bert-early-exit": _BERT_STYLE,
 }
 
 

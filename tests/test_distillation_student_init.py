@@ -1,0 +1,76 @@
+"""Student initialisation: a subset of teacher layers, and a compact student with PCA-projected embeddings."""
+
+import pytest
+import torch
+from distill_helpers import mlm_batch, tiny_config, tiny_pair
+from transformers import BertForSequenceClassification
+
+from hf_earlyexit.distillation.student_init import compact_student, principal_directions, student_from_teacher_layers
+
+
+def test_teacher_layer_subset_copies_the_chosen_layers():
+    teacher, _ = tiny_pair()
+    student = student_from_teacher_layers(teacher, [2, 4])
+    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == 64
+    t_layers, s_layers = teacher.roberta.encoder.layer, student.roberta.encoder.layer
+    for new, old in enumerate([2, 4]):
+        for (name, value), (_, expected) in zip(
+            s_layers[new].state_dict().items(), t_layers[old - 1].state_dict().items()
+        ):
+            torch.testing.assert_close(value, expected, msg=name)
+    torch.testing.assert_close(student.lm_head.dense.weight, teacher.lm_head.dense.weight)
+    # With the teacher's top layers removed, the student is the teacher truncated: same embeddings output.
+    batch = mlm_batch(2)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        truncated = student_from_teacher_layers(teacher, [1, 2]).eval()
+        expected = teacher.eval()(**inputs, output_hidden_states=True).hidden_states[2]
+        torch.testing.assert_close(truncated.roberta(**inputs).last_hidden_state, expected)
+
+
+def test_teacher_layer_subset_works_for_bert_classifiers():
+    teacher = BertForSequenceClassification(tiny_config(4, 32, 2, "bert", num_labels=3))
+    student = student_from_teacher_layers(teacher, [1, 3])
+    torch.testing.assert_close(student.classifier.weight, teacher.classifier.weight)
+    torch.testing.assert_close(
+        student.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[2].output.dense.weight
+    )
+
+
+@pytest.mark.parametrize("layers", [[], [0, 2], [5]])
+def test_teacher_layer_subset_rejects_bad_layers(layers):
+    teacher, _ = tiny_pair()
+    with pytest.raises(ValueError, match="must be a non-empty list of teacher layers in 1..4"):
+        student_from_teacher_layers(teacher, layers)
+
+
+def test_compact_student_embeddings_are_the_teachers_principal_projection():
+    teacher, _ = tiny_pair()
+    student = compact_student(teacher, num_layers=2, hidden_size=16, num_attention_heads=2)
+    assert (student.config.num_hidden_layers, student.config.hidden_size, student.config.intermediate_size) == (
+        2,
+        16,
+        64,
+    )
+    teacher_words = teacher.roberta.embeddings.word_embeddings.weight.detach().double()
+    student_words = student.roberta.embeddings.word_embeddings.weight.detach().double()
+    mean, components = principal_directions(teacher_words, 16)
+    torch.testing.assert_close(student_words, (teacher_words - mean) @ components)
+    # Principal directions keep more of the teacher's variance than any random 16-dimensional projection.
+    random_basis = torch.linalg.qr(
+        torch.randn(64, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    )[0]
+    kept_random = ((teacher_words - mean) @ random_basis).pow(2).sum()
+    assert student_words.pow(2).sum() > 1.2 * kept_random
+    assert student.lm_head.decoder.weight.data_ptr() == student.roberta.embeddings.word_embeddings.weight.data_ptr()
+    with torch.no_grad():
+        logits = student(input_ids=mlm_batch(2)["input_ids"]).logits
+    assert logits.shape == (2, 12, 100) and torch.isfinite(logits).all()
+
+
+def test_compact_student_rejects_wider_or_indivisible():
+    teacher, _ = tiny_pair()
+    with pytest.raises(ValueError, match="exceeds the teacher width 64"):
+        compact_student(teacher, hidden_size=128)
+    with pytest.raises(ValueError, match="num_attention_heads=3 does not divide hidden_size=16"):
+        compact_student(teacher, hidden_size=16, num_attention_heads=3)
