@@ -329,3 +329,39 @@ def test_bf16_batched_exit_gives_finite_outputs():
     with torch.no_grad():
         output = model(input_ids, attention_mask=attention_mask, exit_threshold=0.9999)
     assert output.logits.dtype == torch.bfloat16 and bool(torch.isfinite(output.logits).all())
+
+
+def test_eval_with_hidden_states_or_attentions_runs_every_layer_but_keeps_the_exit_decision():
+    torch.manual_seed(0)
+    config = XLMRobertaEarlyExitConfig(**tiny_kwargs())
+    model = XLMRobertaForEarlyExit._from_config(config, attn_implementation="eager").eval()
+    input_ids, attention_mask = padded_batch(mixed_lengths(16, seed=6), seed=6)
+    thresholds = mixing_thresholds(model, input_ids, attention_mask)
+    with torch.no_grad():
+        batched = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds)
+        hidden = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds, output_hidden_states=True)
+        attentions = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds, output_attentions=True)
+        as_tuple = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds, return_dict=False)
+    assert len(hidden.hidden_states) == 5 and len(attentions.attentions) == 4
+    assert batched.hidden_states is None and batched.attentions is None
+    for output in (hidden, attentions):
+        assert torch.equal(output.exit_layer, batched.exit_layer)
+        torch.testing.assert_close(output.logits, batched.logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(as_tuple[0], batched.logits) and torch.equal(as_tuple[1], batched.exit_layer)
+
+
+def test_gradient_checkpointing_gives_the_same_joint_loss_gradients():
+    def loss_and_grad(checkpointing):
+        model = tiny_model("xlm-roberta", "sequence", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        input_ids, attention_mask = padded_batch([5, 9, 4])
+        loss = model(input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 1, 2])).loss
+        loss.backward()
+        return loss.detach(), model.roberta.encoder.layer[0].output.dense.weight.grad
+
+    plain_loss, plain_grad = loss_and_grad(False)
+    checkpointed_loss, checkpointed_grad = loss_and_grad(True)
+    torch.testing.assert_close(checkpointed_loss, plain_loss)
+    torch.testing.assert_close(checkpointed_grad, plain_grad)

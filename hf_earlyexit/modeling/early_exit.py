@@ -8,7 +8,7 @@ standard classification head as ``final_head(last_hidden_state)``, and ``self.ex
 
 Three forward paths, chosen per call:
 
-* all exits (training, ``output_exit_logits=True`` or ``output_hidden_states=True``): the backbone runs every layer
+* all exits (training, ``output_exit_logits``, ``output_hidden_states`` or ``output_attentions``): the backbone runs every layer
   (its own forward, so gradient checkpointing and hidden-state capture behave as in transformers) and every exit
   head runs; in eval the early-exit decision is then taken by ``criteria.select_exits`` from all exit logits.
 * full depth (eval, no exit possible: every intermediate threshold 0 and nothing forced): the plain backbone
@@ -189,7 +189,8 @@ class EarlyExitMixin:
             "inputs_embeds": inputs_embeds,
         }
 
-        if self.training or output_exit_logits or output_hidden_states:
+        # Per-layer outputs of every example only exist when every example runs every layer.
+        if self.training or output_exit_logits or output_hidden_states or kwargs.get("output_attentions"):
             output = self._forward_all_exits(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
         elif forced is None and not any(exits_needing_heads(config.exit_criterion, thresholds)):
             output = self._forward_full_depth(inputs, attention_mask, kwargs)
