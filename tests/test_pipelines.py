@@ -1,6 +1,7 @@
 """Early-exit pipelines: results carry exit_layer, thresholds per call, batched equals one by one, standard pipeline
 parity, loading from folders (package and remote code, the latter in a process without the package)."""
 
+import copy
 import inspect
 import json
 import os
@@ -412,3 +413,35 @@ def test_folders_saved_with_their_pipelines_give_the_same_results_in_a_process_w
     assert {result["exit_layer"] for result in expected["texts"]} >= {1, NUM_LAYERS}
     assert {result["exit_layer"] for result in expected["full_depth"]} == {NUM_LAYERS}
     assert {result["exit_layer"] for result in expected["first_exit"]} == {1}
+
+
+@pytest.mark.filterwarnings("ignore:Tokenizer does not support real words")
+@pytest.mark.parametrize("call", ["stride", "split_into_words"])
+def test_long_texts_in_strided_chunks_and_pre_split_words_match_the_standard_pipeline(token_model, tokenizer, call):
+    short_tokenizer = copy.deepcopy(tokenizer)
+    short_tokenizer.model_max_length = 24  # several overlapping chunks per text
+    texts = [TEXTS[2], TEXTS[7]]
+    kwargs = {"aggregation_strategy": "first", "ignore_labels": []}
+    if call == "stride":
+        kwargs["stride"] = 6
+    else:
+        texts, kwargs["is_split_into_words"] = [text.split() for text in TEXTS[:3]], True
+    thresholds = mixing_thresholds_for(token_model, tokenizer)
+    ours = pipeline(TOKEN_CLASSIFICATION_TASK, model=token_model, tokenizer=short_tokenizer)
+    shapes, handle = count_model_calls(token_model)
+    try:
+        ours = ours(texts, exit_threshold=thresholds, **kwargs)
+    finally:
+        handle.remove()
+    if call == "stride":
+        assert len(shapes) > len(texts), "each text should be cut into several chunks"
+    standard_pipe = TokenClassificationPipeline(model=token_model, tokenizer=short_tokenizer)
+    saved = token_model.config.exit_threshold
+    token_model.config.exit_threshold = thresholds
+    try:
+        standard = standard_pipe(texts, **kwargs)
+    finally:
+        token_model.config.exit_threshold = saved
+    exit_layers = [entity.pop("exit_layer") for entities in ours for entity in entities]
+    assert set(exit_layers) <= set(range(1, NUM_LAYERS + 1)) and exit_layers
+    assert_same_results(ours, standard)
