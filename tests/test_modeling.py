@@ -348,6 +348,12 @@ def test_eval_with_hidden_states_or_attentions_runs_every_layer_but_keeps_the_ex
         assert torch.equal(output.exit_layer, batched.exit_layer)
         torch.testing.assert_close(output.logits, batched.logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(as_tuple[0], batched.logits) and torch.equal(as_tuple[1], batched.exit_layer)
+    with torch.no_grad():
+        labels = torch.zeros(16, dtype=torch.long)
+        with_loss = model(
+            input_ids, attention_mask=attention_mask, labels=labels, exit_threshold=thresholds, return_dict=False
+        )
+    assert with_loss[0].dim() == 0 and torch.equal(with_loss[1], batched.logits)  # loss first, as in transformers
 
 
 def test_gradient_checkpointing_gives_the_same_joint_loss_gradients():

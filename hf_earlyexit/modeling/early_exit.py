@@ -197,10 +197,15 @@ class EarlyExitMixin:
         else:
             output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
 
-        if labels is not None:
-            output.loss = self._loss(output, labels, num_items_in_batch)
-        if not output_hidden_states:
-            output.hidden_states = None
+        # Rebuilt rather than assigned to, so that `loss` comes first in `to_tuple()` as in transformers.
+        output = self.output_class(
+            loss=self._loss(output, labels, num_items_in_batch) if labels is not None else None,
+            logits=output.logits,
+            exit_layer=output.exit_layer,
+            exit_logits=output.exit_logits,
+            hidden_states=output.hidden_states if output_hidden_states else None,
+            attentions=output.attentions,
+        )
         return output if return_dict else output.to_tuple()
 
     # ----------------------------------------------------------------------------------------------- task hooks
