@@ -1,1 +1,17 @@
-"""training"""
+"""Exit training modes: `EarlyExitTrainingArguments` chooses one, `EarlyExitTrainer` runs it."""
+
+from .arguments import EXIT_TRAINING_MODES, EarlyExitTrainingArguments
+from .losses import cross_entropy_sum, distillation_kl_sum, weighted_exits_cross_entropy_sum
+from .modes import StepPlan, step_plan
+from .trainer import EarlyExitTrainer
+
+__all__ = [
+    "EXIT_TRAINING_MODES",
+    "EarlyExitTrainer",
+    "EarlyExitTrainingArguments",
+    "StepPlan",
+    "cross_entropy_sum",
+    "distillation_kl_sum",
+    "step_plan",
+    "weighted_exits_cross_entropy_sum",
+]

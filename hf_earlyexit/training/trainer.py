@@ -1,0 +1,211 @@
+"""`EarlyExitTrainer`: trains an early-exit model's exits in the mode `EarlyExitTrainingArguments` chooses.
+
+Loss normalisation: every term is a sum over items divided by the item count of the whole accumulated batch across
+all processes (labelled items for CE terms; rows, or real tokens for token classification, for KL terms), times the
+number of processes because DDP averages gradients. The trainer counts those items itself in `get_batch_samples`,
+because batches without labels (self-distillation) get no `num_items_in_batch` from the Trainer, and sets
+`loss_is_scaled_for_ga` so the Trainer does not divide by the accumulation steps again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import Trainer
+
+from ..modeling.configuration_early_exit import exit_loss_weights
+from .arguments import EarlyExitTrainingArguments
+from .component_log import ComponentAverager
+from .losses import cross_entropy_sum, distillation_kl_sum, weighted_exits_cross_entropy_sum
+from .modes import StepPlan, step_plan
+
+EXIT_HEADS_PREFIX = "exit_heads."
+# Index of each item count in the tensor `_item_counts` returns, and which count normalises each component.
+LABELLED, DISTILLED = 0, 1
+COUNT_OF = {"final": LABELLED, "exits": LABELLED, "distill": DISTILLED}
+
+
+def _detach_inputs(module, args):
+    return tuple(arg.detach() if torch.is_tensor(arg) else arg for arg in args)
+
+
+class EarlyExitTrainer(Trainer):
+    """`transformers.Trainer` for `XLMRobertaForEarlyExit` and its twins; see docs/training_modes.md.
+
+    Logs, averaged over items of each logging interval and only for steps whose loss includes them:
+    ``loss/final`` (final head CE), ``loss/exits`` (weighted mean CE of the intermediate exits, joint weights from
+    ``config.exit_loss_weights``) and ``loss/distill`` (mean over intermediate exits of the T²-scaled KL).
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model=None, args: EarlyExitTrainingArguments | None = None, **kwargs):
+        if model is None:
+            raise ValueError("EarlyExitTrainer needs a model (model_init is not supported)")
+        if args is None:
+            args = EarlyExitTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, EarlyExitTrainingArguments):
+            raise ValueError(f"args must be EarlyExitTrainingArguments, got {type(args).__name__}")
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError("EarlyExitTrainer computes the exit losses itself; compute_loss_func is not supported")
+        config = getattr(model, "config", None)
+        if not hasattr(model, "exit_heads") or getattr(config, "exit_layers", None) is None:
+            raise ValueError(f"{type(model).__name__} is not an early-exit model (no exit_heads / config.exit_layers)")
+        weights = exit_loss_weights(config)
+        if args.exit_training_mode != "joint" and len(model.exit_heads) == 0:
+            raise ValueError(
+                f"exit_training_mode={args.exit_training_mode!r} trains intermediate exits, but exit_layers="
+                f"{config.exit_layers} has none"
+            )
+        if len(model.exit_heads) and not sum(weights[:-1]) > 0:
+            raise ValueError(
+                f"exit_loss_weights={config.exit_loss_weights!r} gives the intermediate exits zero total weight; "
+                "nothing would train them"
+            )
+        super().__init__(model=model, args=args, **kwargs)
+        self._exit_weights = weights
+        self._per_token = bool(getattr(model, "per_token", False))
+        # The parameters a step may switch on: whatever was trainable when the trainer was built (the optimizer is
+        # created from these before the first step freezes anything).
+        self._trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self._accumulated_counts: torch.Tensor | None = None
+        self._components = ComponentAverager()
+
+    # ---- which loss, which parameters ----
+
+    def current_plan(self, has_labels: bool) -> StepPlan:
+        args = self.args
+        return step_plan(
+            args.exit_training_mode,
+            self.state.global_step,
+            args.first_stage_end(self.state.max_steps or 0),
+            has_labels,
+            args.distillation_trains_backbone,
+        )
+
+    def _apply_plan(self, plan: StepPlan) -> None:
+        for name, parameter in self._trainable:
+            parameter.requires_grad_(plan.train_exit_heads if name.startswith(EXIT_HEADS_PREFIX) else plan.train_rest)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # Frozen parameters get no .grad at all (not a zero one), so optimizers skip them entirely: no weight decay,
+        # no momentum step, bit-identical.
+        self._apply_plan(self.current_plan(inputs.get("labels") is not None))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            # A stage may have frozen parts of the model; hand it back as trainable as it came.
+            for _, parameter in self._trainable:
+                parameter.requires_grad_(True)
+
+    @contextlib.contextmanager
+    def _exit_inputs_detached(self, active: bool):
+        if not active:
+            yield
+            return
+        exit_heads = self.accelerator.unwrap_model(self.model).exit_heads
+        handles = [head.register_forward_pre_hook(_detach_inputs) for head in exit_heads]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # ---- item counts for the normalisation ----
+
+    def _item_counts(self, inputs) -> torch.Tensor:
+        """(labelled items, distilled items) of one batch: rows for sequences, real tokens for token classification."""
+        reference = inputs.get("input_ids", inputs.get("inputs_embeds"))
+        device = reference.device
+        labels, mask = inputs.get("labels"), inputs.get("attention_mask")
+        labelled = labels.ne(-100).sum().to(device) if labels is not None else torch.zeros((), device=device)
+        if self._per_token and mask is not None:
+            distilled = mask.sum().to(device)
+        else:
+            rows_or_tokens = reference.shape[0] * (reference.shape[1] if self._per_token else 1)
+            distilled = torch.tensor(rows_or_tokens, device=device)
+        return torch.stack([labelled.float(), distilled.float()])
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples:
+            totals = sum(self._item_counts(batch) for batch in batch_samples).to(device)
+            if self.accelerator.num_processes > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            self._accumulated_counts = totals
+        return batch_samples, num_items_in_batch
+
+    def _denominators(self, inputs, training: bool) -> torch.Tensor:
+        if training and self._accumulated_counts is not None:
+            counts = self._accumulated_counts / self.accelerator.num_processes
+        else:
+            counts = self._item_counts(inputs)
+        return counts.clamp_min(1.0)
+
+    # ---- loss ----
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The loss of the current step's plan. ``num_items_in_batch`` (the Trainer's label count) is accepted and
+        not used: KL terms need their own count, and unlabelled batches get none (see the module docstring)."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        plan = self.current_plan(labels is not None)
+        if plan.needs_labels and labels is None:
+            raise ValueError(
+                f"exit_training_mode={self.args.exit_training_mode!r} (loss {plan.loss!r}) needs labels; only "
+                "'self_distillation' trains on batches without labels"
+            )
+        with self._exit_inputs_detached(plan.detach_exit_inputs):
+            outputs = model(**inputs, output_exit_logits=True, return_dict=True)
+        training = model.training
+        batch = {**inputs, "labels": labels}
+        local_counts, denominators = self._item_counts(batch), self._denominators(batch, training)
+        sums = self._component_sums(plan, outputs.exit_logits, labels, inputs.get("attention_mask"))
+        means = {name: value / denominators[COUNT_OF[name]].to(value.device) for name, value in sums.items()}
+        loss = self._combine(plan, means)
+        if training:
+            # Trainer-style DDP convention: gradients are averaged over processes, so scale the local share up.
+            loss = loss * self.accelerator.num_processes
+            for name, value in sums.items():
+                self._components.add(name, value, local_counts[COUNT_OF[name]])
+        if not return_outputs:
+            return loss
+        # Per-exit logits stay out of what prediction_step gathers: the same fields a plain evaluation returns.
+        return loss, type(outputs)(loss=loss, logits=outputs.logits, exit_layer=outputs.exit_layer)
+
+    def _component_sums(self, plan: StepPlan, exit_logits, labels, attention_mask) -> dict[str, torch.Tensor]:
+        """Each loss component of the plan, summed over its items."""
+        smoothing = self.args.label_smoothing_factor
+        sums = {}
+        if plan.loss in ("joint", "final") or (plan.loss == "distill" and labels is not None):
+            sums["final"] = cross_entropy_sum(exit_logits[-1], labels, smoothing)
+        if plan.loss == "exits" or (plan.loss == "joint" and len(exit_logits) > 1):
+            sums["exits"] = weighted_exits_cross_entropy_sum(
+                exit_logits[:-1], self._exit_weights[:-1], labels, smoothing
+            )
+        if plan.loss == "distill":
+            mask = attention_mask if self._per_token else None
+            teacher = exit_logits[-1].detach()
+            temperature = self.args.distillation_temperature
+            kl = [distillation_kl_sum(logits, teacher, temperature, mask) for logits in exit_logits[:-1]]
+            sums["distill"] = torch.stack(kl).mean()
+        return sums
+
+    def _combine(self, plan: StepPlan, means: dict[str, torch.Tensor]) -> torch.Tensor:
+        if plan.loss == "joint" and "exits" in means:
+            # Equals the model's own joint loss: sum_k w_k CE_k / sum_k w_k over all exits, final included.
+            final_share = self._exit_weights[-1] / sum(self._exit_weights)
+            return final_share * means["final"] + (1.0 - final_share) * means["exits"]
+        if plan.loss == "distill":
+            return means.get("final", 0.0) + self.args.distillation_weight * means["distill"]
+        return means["final" if plan.loss == "joint" else plan.loss]  # joint without intermediate exits: final only
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            # Training logs only (they carry `loss`); every process reaches them, so the reduce inside is safe.
+            logs.update(self._components.pop_means(self.accelerator, self.args.device))
+        super().log(logs, start_time)
