@@ -1,0 +1,299 @@
+"""Fine-tune an early-exit model on English and evaluate it zero-shot per language: the body of
+``examples/run_xnli.py`` and ``examples/run_wikiann.py``.
+
+One flow for both tasks: load and check the data (before any model), load the tokenizer and the model (a plain
+encoder checkpoint gets exit heads; an early-exit checkpoint loads as is), train with the chosen exit training mode,
+sweep the exit threshold per language, measure latency and memory, then write the model, ``results.json``, a
+markdown report, plots and the model card into ``output_dir`` and push it when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoTokenizer, DataCollatorForTokenClassification, DataCollatorWithPadding
+
+from .data.tasks import (
+    EVAL_LANGUAGES,
+    WIKIANN_TAGS,
+    XNLI_LABELS,
+    load_wikiann,
+    load_xnli,
+    tokenize_and_align_labels,
+    tokenize_xnli,
+)
+from .evaluation.efficiency import describe_model, full_depth_flops, measure_efficiency
+from .evaluation.plots import write_plots
+from .evaluation.report import write_report
+from .evaluation.results import build_results, save_results
+from .evaluation.sweep import DEFAULT_THRESHOLDS, evaluate_languages
+from .hub import HubPushError, create_model_card, push_to_hub
+from .modeling import EARLY_EXIT_FAMILIES
+from .training import EarlyExitTrainer, EarlyExitTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+TASKS = {
+    "xnli": {"labels": XNLI_LABELS, "load": load_xnli, "tokenize": tokenize_xnli, "token_level": False},
+    "wikiann": {
+        "labels": WIKIANN_TAGS,
+        "load": load_wikiann,
+        "tokenize": tokenize_and_align_labels,
+        "token_level": True,
+    },
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="FacebookAI/xlm-roberta-base",
+        metadata={
+            "help": "Hub id or folder: a plain encoder (XLM-R, BERT; exit heads are added) or an early-exit model"
+        },
+    )
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to model_name_or_path"})
+    exit_layers: list[int] | None = field(default=None, metadata={"help": "1-based exit layers; default every layer"})
+    exit_criterion: str = field(default="entropy", metadata={"help": "entropy | patience | max_prob"})
+    exit_patience: int = field(default=1, metadata={"help": "PABEE patience for the patience criterion"})
+    exit_head: str | None = field(default=None, metadata={"help": "pooler | linear; default per task"})
+    exit_granularity: str = field(default="sequence", metadata={"help": "sequence | token (token classification)"})
+    exit_window: int = field(default=1, metadata={"help": "token granularity: neighbour window of the criterion"})
+    random_weights: bool = field(
+        default=False,
+        metadata={"help": "The model descends from random weights (the demo): results are labelled as mechanics"},
+    )
+
+    def exit_overrides(self) -> dict[str, Any]:
+        overrides = {
+            "exit_criterion": self.exit_criterion,
+            "exit_patience": self.exit_patience,
+            "exit_head": self.exit_head,
+            "exit_granularity": self.exit_granularity,
+            "exit_window": self.exit_window,
+        }
+        if self.exit_layers is not None:
+            overrides["exit_layers"] = list(self.exit_layers)
+        return overrides
+
+
+@dataclass
+class TaskDataArguments:
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of local files ({lang}.{split}.tsv / .conll, split train|dev); None = the Hub"},
+    )
+    train_language: str = field(default="en", metadata={"help": "Language fine-tuned on (zero-shot to the rest)"})
+    eval_languages: list[str] = field(default_factory=lambda: list(EVAL_LANGUAGES), metadata={"help": "Evaluated"})
+    train_split: str = field(default="train", metadata={"help": "train | validation | test"})
+    eval_split: str = field(default="validation", metadata={"help": "train | validation | test"})
+    holdout: int = field(
+        default=500,
+        metadata={
+            "help": "When train_split == eval_split: the last `holdout` rows of every language are evaluated and "
+            "never trained on (XNLI rows are translations of each other, so the same rows are held out everywhere)"
+        },
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate training data (debug, demo)"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate each language's eval data"})
+    max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens"})
+
+    def __post_init__(self):
+        for name in ("holdout", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value}; expected a positive number of rows")
+        if self.max_seq_length < 8:
+            raise ValueError(f"max_seq_length={self.max_seq_length}; expected >= 8 tokens")
+        if not self.eval_languages:
+            raise ValueError("eval_languages is empty; expected at least one language code")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"data_dir={self.data_dir!r} is not a folder; expected local task files or None (Hub)")
+
+
+@dataclass
+class SweepArguments:
+    thresholds: list[float] = field(
+        default_factory=lambda: list(DEFAULT_THRESHOLDS), metadata={"help": "Exit thresholds swept per language"}
+    )
+    max_drop: float = field(
+        default=0.01, metadata={"help": "Largest metric drop (fraction) a chosen threshold may cost"}
+    )
+    measure_efficiency: bool = field(default=True, metadata={"help": "Latency at batch 1/32 and peak memory"})
+    efficiency_seq_len: int = field(default=128, metadata={"help": "Tokens per example for latency and FLOPs tables"})
+    latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per setting (median reported)"})
+    distillation_summary: str | None = field(
+        default=None, metadata={"help": "distillation.json written by run_distil.py, recorded in results and card"}
+    )
+
+    def __post_init__(self):
+        if not self.thresholds or any(t < 0 for t in self.thresholds):
+            raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of values >= 0")
+        if not 0 <= self.max_drop < 1:
+            raise ValueError(f"max_drop={self.max_drop}; expected a fraction in [0, 1)")
+        if self.latency_repeats < 1 or self.efficiency_seq_len < 8:
+            raise ValueError(
+                f"latency_repeats={self.latency_repeats}, efficiency_seq_len={self.efficiency_seq_len}; "
+                "expected >= 1 and >= 8"
+            )
+        if self.distillation_summary is not None and not Path(self.distillation_summary).is_file():
+            raise ValueError(f"distillation_summary={self.distillation_summary!r} does not exist; expected a JSON file")
+
+
+TASK_ARGUMENTS = (ModelArguments, TaskDataArguments, SweepArguments, EarlyExitTrainingArguments)
+
+
+def early_exit_classes(model_type: str) -> tuple[type, type, type]:
+    """(config class, sequence model, token model) for an encoder family or its early-exit type."""
+    for config_class, sequence_class, token_class in EARLY_EXIT_FAMILIES:
+        base_type = config_class.model_type.removesuffix("-early-exit")
+        if model_type in (config_class.model_type, base_type):
+            return config_class, sequence_class, token_class
+    supported = [c.model_type.removesuffix("-early-exit") for c, _, _ in EARLY_EXIT_FAMILIES]
+    raise ValueError(f"model_type={model_type!r} has no early-exit twin; expected one of {supported}")
+
+
+def load_early_exit_model(name_or_path: str, token_level: bool, labels, exit_overrides: dict[str, Any]):
+    """Any supported encoder checkpoint as an early-exit model: backbone and (when present) final head loaded, the
+    exit heads new. The exit fields go through the config's constructor, so they are validated."""
+    base = AutoConfig.from_pretrained(name_or_path)
+    config_class, sequence_class, token_class = early_exit_classes(base.model_type)
+    values = base.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version"):
+        values.pop(key, None)
+    values.update(exit_overrides)
+    values.update(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    config = config_class(**values)
+    model_class = token_class if token_level else sequence_class
+    return model_class.from_pretrained(name_or_path, config=config)
+
+
+def _split_rows(datasets: dict, holdout: int, keep: str):
+    """Train on the head, evaluate on the tail, for every language alike."""
+    out = {}
+    for lang, dataset in datasets.items():
+        if len(dataset) <= holdout:
+            raise ValueError(f"{lang}: {len(dataset)} rows, not more than holdout={holdout}; lower holdout")
+        cut = len(dataset) - holdout
+        out[lang] = dataset.select(range(cut)) if keep == "head" else dataset.select(range(cut, len(dataset)))
+    return out
+
+
+def _truncate(dataset, limit: int | None):
+    return dataset if limit is None or len(dataset) <= limit else dataset.select(range(limit))
+
+
+def load_task_data(task: str, data_args: TaskDataArguments):
+    """(train dataset, {lang: eval dataset}) as raw rows; every file problem surfaces here, before any model."""
+    spec = TASKS[task]
+    languages = list(dict.fromkeys(data_args.eval_languages))
+    train = spec["load"]([data_args.train_language], data_args.train_split, data_args.data_dir)
+    evals = spec["load"](languages, data_args.eval_split, data_args.data_dir)
+    if data_args.train_split == data_args.eval_split:
+        train = _split_rows(train, data_args.holdout, keep="head")
+        evals = _split_rows(evals, data_args.holdout, keep="tail")
+    train_dataset = _truncate(train[data_args.train_language], data_args.max_train_samples)
+    evals = {lang: _truncate(dataset, data_args.max_eval_samples) for lang, dataset in evals.items()}
+    return train_dataset, evals
+
+
+def run_task(
+    task: str,
+    model_args: ModelArguments,
+    data_args: TaskDataArguments,
+    sweep_args: SweepArguments,
+    training_args: EarlyExitTrainingArguments,
+) -> dict[str, Any] | None:
+    """Train, evaluate and write everything into ``training_args.output_dir``; returns results.json's content
+    (None on processes other than the main one)."""
+    spec = TASKS[task]
+    if spec["token_level"] is False and model_args.exit_granularity != "sequence":
+        raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
+    train_raw, eval_raw = load_task_data(task, data_args)
+    distillation = None
+    if sweep_args.distillation_summary:
+        distillation = json.loads(Path(sweep_args.distillation_summary).read_text(encoding="utf-8"))
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
+    model = load_early_exit_model(
+        model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
+    )
+    max_length = data_args.max_seq_length
+    train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
+    eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)
+    collator = (
+        DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
+    )
+
+    # The Trainer would create the Hub repo at init; pushing is done once, at the end, from the finished folder.
+    push, hub_model_id, hub_token = training_args.push_to_hub, training_args.hub_model_id, training_args.hub_token
+    training_args.push_to_hub = False
+    trainer = EarlyExitTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+    if training_args.do_train:
+        trainer.train()
+    if not trainer.is_world_process_zero():
+        return None
+
+    model.eval()
+    output_dir = Path(training_args.output_dir)
+    languages, chosen_global = evaluate_languages(
+        model,
+        eval_datasets,
+        collator,
+        thresholds=sweep_args.thresholds,
+        max_drop=sweep_args.max_drop,
+        batch_size=training_args.per_device_eval_batch_size,
+    )
+    efficiency = None
+    if sweep_args.measure_efficiency:
+        reference = eval_datasets[data_args.eval_languages[0]]
+        efficiency = measure_efficiency(
+            model,
+            [reference[i] for i in range(min(len(reference), 64))],
+            chosen_threshold=chosen_global["threshold"],
+            seq_len=sweep_args.efficiency_seq_len,
+            repeats=sweep_args.latency_repeats,
+        )
+    results = build_results(
+        task=task,
+        languages=languages,
+        model_info=describe_model(model, model_args.model_name_or_path),
+        seq_len=sweep_args.efficiency_seq_len,
+        full_depth_flops=full_depth_flops(model, sweep_args.efficiency_seq_len),
+        max_drop=sweep_args.max_drop,
+        chosen_global=chosen_global,
+        efficiency=efficiency,
+        distillation=distillation,
+        split=data_args.eval_split,
+        train_language=data_args.train_language,
+        random_weights=model_args.random_weights,
+    )
+    # The chosen global threshold becomes the saved model's default, so the published model exits as measured.
+    model.config.exit_threshold = chosen_global["threshold"]
+    trainer.save_model(str(output_dir))
+    save_results(results, output_dir)
+    plots = write_plots(results, output_dir)
+    write_report(results, output_dir, plots)
+    create_model_card(output_dir, results, recipe=distillation, repo_id=hub_model_id)
+    logger.info("wrote model, results.json, report, plots and model card to %s", output_dir)
+    if push:
+        try:
+            push_to_hub(output_dir, hub_model_id or output_dir.name, token=hub_token)
+        except HubPushError as error:  # everything is saved; the message says how to push later
+            logger.error("%s", error)
+            results["push_error"] = str(error)
+    return results
