@@ -1,9 +1,12 @@
 """hf_earlyexit: intermediate-layer distillation and batched early exit for multilingual encoders.
 
-Importing the package registers the early-exit configs and models with the transformers Auto classes.
+Importing the package registers the early-exit configs and models with the transformers Auto classes and the
+early-exit pipelines with ``transformers.pipeline``.
 """
 
+from .distillation import DistillationArguments, DistillationTrainer
 from .evaluation.flops import flops_per_example, mean_flops
+from .hub import EarlyExitCardData, HubPushError, create_model_card, push_to_hub
 from .modeling import (
     BertEarlyExitConfig,
     BertForEarlyExit,
@@ -17,6 +20,13 @@ from .modeling import (
     normalized_entropy,
     select_exits,
 )
+from .pipelines import (
+    EarlyExitTextClassificationPipeline,
+    EarlyExitTokenClassificationPipeline,
+    register_pipelines,
+    save_pretrained_with_pipeline,
+)
+from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -24,15 +34,27 @@ __all__ = [
     "BertEarlyExitConfig",
     "BertForEarlyExit",
     "BertForEarlyExitTokenClassification",
+    "DistillationArguments",
+    "DistillationTrainer",
+    "EarlyExitCardData",
     "EarlyExitSequenceClassifierOutput",
+    "EarlyExitTextClassificationPipeline",
+    "EarlyExitTokenClassificationPipeline",
     "EarlyExitTokenClassifierOutput",
+    "EarlyExitTrainer",
+    "EarlyExitTrainingArguments",
+    "HubPushError",
     "XLMRobertaEarlyExitConfig",
     "XLMRobertaForEarlyExit",
     "XLMRobertaForEarlyExitTokenClassification",
     "__version__",
+    "create_model_card",
     "flops_per_example",
     "max_probability",
     "mean_flops",
     "normalized_entropy",
+    "push_to_hub",
+    "register_pipelines",
+    "save_pretrained_with_pipeline",
     "select_exits",
 ]

@@ -33,6 +33,7 @@ from .evaluation.results import build_results, save_results
 from .evaluation.sweep import DEFAULT_THRESHOLDS, evaluate_languages
 from .hub import HubPushError, create_model_card, push_to_hub
 from .modeling import EARLY_EXIT_FAMILIES
+from .pipelines import save_pretrained_with_pipeline
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -284,7 +285,8 @@ def run_task(
     )
     # The chosen global threshold becomes the saved model's default, so the published model exits as measured.
     model.config.exit_threshold = chosen_global["threshold"]
-    trainer.save_model(str(output_dir))
+    # Weights, tokenizer, remote code for the model and its pipelines: loads with or without this package.
+    save_pretrained_with_pipeline(model, tokenizer, output_dir)
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)

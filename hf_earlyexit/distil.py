@@ -1,0 +1,240 @@
+"""Task-agnostic (masked-LM) distillation over corpus partitions: the body of ``examples/run_distil.py``.
+
+The partitions of the corpus are trained in order as ONE run (one optimizer, one set of projections, one stage
+schedule): the stream is partition 0's packed blocks, then partition 1's, and so on, each cut to a whole number of
+optimizer steps, and the student is exported after each partition's last step. So ``partition-k/`` is the student
+after the first k + 1 fifths of the data, which is what "how much data is enough" curves need.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import concatenate_datasets
+from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainerCallback
+
+from .data.corpus import DEFAULT_CORPUS, load_distillation_corpus
+from .data.packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
+from .distillation import DistillationArguments, DistillationTrainer
+from .distillation.student_init import compact_student, student_from_teacher_layers
+
+logger = logging.getLogger(__name__)
+
+STUDENT_INITS = ("pretrained", "teacher_layers", "compact")
+
+
+@dataclass
+class DistilModelArguments:
+    teacher_name_or_path: str = field(
+        default="FacebookAI/xlm-roberta-large", metadata={"help": "Masked-LM teacher (Hub id or folder)"}
+    )
+    student_init: str = field(
+        default="pretrained",
+        metadata={
+            "help": "pretrained: load student_name_or_path as is (thesis default); teacher_layers: copy "
+            "student_layers of the teacher (widths equal, DistilBERT-style); compact: a narrow student whose "
+            "embeddings are the teacher's projected on their principal directions"
+        },
+    )
+    student_name_or_path: str | None = field(
+        default="FacebookAI/xlm-roberta-base", metadata={"help": "Student for student_init=pretrained"}
+    )
+    student_layers: list[int] | None = field(
+        default=None, metadata={"help": "Teacher layers (1-based) copied for student_init=teacher_layers"}
+    )
+    compact_num_layers: int = field(default=6, metadata={"help": "student_init=compact: layers"})
+    compact_hidden_size: int = field(default=256, metadata={"help": "student_init=compact: width"})
+    compact_num_attention_heads: int = field(default=4, metadata={"help": "student_init=compact: heads"})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to the teacher's"})
+
+    def __post_init__(self):
+        if self.student_init not in STUDENT_INITS:
+            raise ValueError(f"student_init={self.student_init!r}; expected one of {STUDENT_INITS}")
+        if self.student_init == "pretrained" and not self.student_name_or_path:
+            raise ValueError("student_init=pretrained needs student_name_or_path")
+        if self.student_init == "teacher_layers" and not self.student_layers:
+            raise ValueError("student_init=teacher_layers needs student_layers, e.g. [2, 4, 6]")
+        for name in ("compact_num_layers", "compact_hidden_size", "compact_num_attention_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected a positive integer")
+
+
+@dataclass
+class CorpusArguments:
+    corpus: str = field(default=DEFAULT_CORPUS, metadata={"help": "Hub dataset id, local folder or glob"})
+    languages: list[str] | None = field(default=None, metadata={"help": "Languages kept; default all"})
+    sampling: str = field(default="proportional", metadata={"help": "proportional | temperature"})
+    temperature_alpha: float = field(default=0.3, metadata={"help": "Exponent of temperature sampling"})
+    partitions: list[int] | None = field(
+        default=None, metadata={"help": "Partitions distilled, in order (default all num_partitions)"}
+    )
+    block_size: int = field(default=128, metadata={"help": "Tokens per packed masked-LM block"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked"})
+    steps_per_partition: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps per partition. Default: one pass, counted by packing each partition once "
+            "(fine for small corpora; set it for the 27 GB corpus, ≈ tokens / (block_size × global batch))"
+        },
+    )
+    count_tokens: bool = field(
+        default=True, metadata={"help": "Count tokens per language and partition (a tokenizer pass over the data)"}
+    )
+    eval_task_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "A run_xnli.py / run_wikiann.py config: fine-tune and evaluate (full depth) the student of every "
+            "partition with it, to record the metric against distillation data"
+        },
+    )
+    eval_task: str = field(default="xnli", metadata={"help": "xnli | wikiann: the task of eval_task_config"})
+
+    def __post_init__(self):
+        if self.block_size < 8:
+            raise ValueError(f"block_size={self.block_size}; expected >= 8 tokens")
+        if self.steps_per_partition is not None and self.steps_per_partition < 1:
+            raise ValueError(f"steps_per_partition={self.steps_per_partition}; expected a positive integer")
+        if self.eval_task_config is not None and not Path(self.eval_task_config).is_file():
+            raise ValueError(f"eval_task_config={self.eval_task_config!r} does not exist; expected a YAML/JSON file")
+        if self.eval_task not in ("xnli", "wikiann"):
+            raise ValueError(f"eval_task={self.eval_task!r}; expected xnli or wikiann")
+        if self.partitions is not None and (not self.partitions or len(set(self.partitions)) != len(self.partitions)):
+            raise ValueError(f"partitions={self.partitions}; expected distinct partition indices")
+
+
+DISTIL_ARGUMENTS = (DistilModelArguments, CorpusArguments, DistillationArguments)
+
+
+def build_student(model_args: DistilModelArguments, teacher):
+    if model_args.student_init == "pretrained":
+        return AutoModelForMaskedLM.from_pretrained(model_args.student_name_or_path)
+    if model_args.student_init == "teacher_layers":
+        return student_from_teacher_layers(teacher, list(model_args.student_layers))
+    return compact_student(
+        teacher,
+        num_layers=model_args.compact_num_layers,
+        hidden_size=model_args.compact_hidden_size,
+        num_attention_heads=model_args.compact_num_attention_heads,
+    )
+
+
+class PartitionExportCallback(TrainerCallback):
+    """Export the plain student at the last step of each partition."""
+
+    def __init__(self, trainer: DistillationTrainer, boundaries: dict[int, Path]):
+        self.trainer, self.boundaries = trainer, boundaries
+
+    def on_step_end(self, args, state, control, **kwargs):
+        path = self.boundaries.get(state.global_step)
+        if path is not None:
+            self.trainer.save_model(str(path))
+            logger.info("step %d: exported the student to %s", state.global_step, path)
+
+
+def run_distillation(
+    model_args: DistilModelArguments, corpus_args: CorpusArguments, args: DistillationArguments
+) -> dict[str, Any]:
+    """Distil partition after partition; returns (and writes to ``output_dir/distillation.json``) the summary that
+    run_xnli.py / run_wikiann.py record in results.json and the model card."""
+    partitions = corpus_args.partitions if corpus_args.partitions is not None else list(range(args.num_partitions))
+    bad = [p for p in partitions if not 0 <= p < args.num_partitions]
+    if bad:
+        raise ValueError(f"partitions {bad} are out of range; expected 0 <= p < num_partitions={args.num_partitions}")
+    corpus_kwargs = dict(
+        source=corpus_args.corpus,
+        languages=corpus_args.languages,
+        num_partitions=args.num_partitions,
+        sampling=corpus_args.sampling,
+        temperature_alpha=corpus_args.temperature_alpha,
+        seed=args.seed,
+    )
+    texts = {p: load_distillation_corpus(partition=p, **corpus_kwargs) for p in partitions}  # checks every file
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.teacher_name_or_path)
+    teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
+    student = build_student(model_args, teacher)
+
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
+    steps = {}
+    for p in partitions:
+        if corpus_args.steps_per_partition is not None:
+            steps[p] = corpus_args.steps_per_partition
+        else:
+            steps[p] = sum(1 for _ in blocks[p]) // global_batch
+            if steps[p] == 0:
+                raise ValueError(
+                    f"partition {p} packs into less than one batch of {global_batch} blocks; use less "
+                    "batch, a smaller block_size or more data"
+                )
+    # Whole steps per partition, so each export falls exactly at a partition's end.
+    stream = concatenate_datasets([blocks[p].take(steps[p] * global_batch) for p in partitions])
+    args.max_steps = sum(steps.values())
+
+    output_dir = Path(args.output_dir)
+    boundaries, done = {}, 0
+    for p in partitions:
+        done += steps[p]
+        boundaries[done] = output_dir / f"partition-{p}"
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=stream,
+        data_collator=mlm_data_collator(tokenizer, corpus_args.mlm_probability, seed=args.seed),
+        processing_class=tokenizer,
+    )
+    trainer.add_callback(PartitionExportCallback(trainer, boundaries))
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model(str(output_dir))
+
+    summary = {
+        "teacher": model_args.teacher_name_or_path,
+        "student_init": model_args.student_init
+        + (f" ({model_args.student_name_or_path})" if model_args.student_init == "pretrained" else ""),
+        "layer_map": json.dumps(args.layer_map) if not isinstance(args.layer_map, str) else args.layer_map,
+        "losses": {
+            "hidden": f"{args.hidden_loss} x{args.hidden_loss_weight}",
+            "attention": f"{args.attention_loss} x{args.attention_loss_weight}",
+            "logits": f"{args.logit_loss} x{args.logit_loss_weight}",
+        },
+        "corpus": corpus_args.corpus,
+        "block_size": corpus_args.block_size,
+        "partitions": [],
+    }
+    for p in partitions:
+        entry = {"partition": p, "steps": steps[p], "checkpoint": str(output_dir / f"partition-{p}")}
+        if corpus_args.count_tokens:
+            entry["tokens_by_language"] = count_tokens_by_language(texts[p], tokenizer)
+        summary["partitions"].append(entry)
+    if not trainer.is_world_process_zero():
+        return summary
+    if corpus_args.eval_task_config:
+        for entry in summary["partitions"]:
+            entry["metric_by_language"] = evaluate_checkpoint(
+                corpus_args.eval_task, corpus_args.eval_task_config, entry["checkpoint"]
+            )
+    (output_dir / "distillation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (output_dir / "distillation_args.json").write_text(
+        json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
+    )
+    return summary
+
+
+def evaluate_checkpoint(task: str, config_path: str, checkpoint: str) -> dict[str, float]:
+    """Fine-tune and evaluate one exported student at full depth with a task config; the metric per language."""
+    from .cli import parse_config
+    from .finetune import TASK_ARGUMENTS, run_task
+
+    overrides = [
+        "--model_name_or_path", checkpoint,
+        "--output_dir", str(Path(checkpoint) / f"eval-{task}"),
+        "--thresholds", "0.0",
+        "--measure_efficiency", "false",
+    ]  # fmt: skip
+    results = run_task(task, *parse_config(TASK_ARGUMENTS, [config_path, *overrides]))
+    return {lang: entry["full_depth"]["metric"] for lang, entry in results["languages"].items()}
