@@ -323,3 +323,21 @@ def test_unknown_model_family_fails():
         DistillationTrainer(
             model=student, teacher_model=teacher, args=DistillationArguments(output_dir="out", report_to=[])
         )
+
+
+def test_projection_none_is_fine_without_hidden_loss(tmp_path):
+    teacher, student = tiny_pair()
+    args = DistillationArguments(output_dir=str(tmp_path), report_to=[], hidden_loss="none", hidden_projection="none")
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    assert len(trainer.model.projections) == 0 and trainer.attention_pairs == [(1, 2), (2, 4)]
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED")])
+def test_shipped_accelerate_configs_load(name, kind):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "accelerate" / f"{name}.yaml"
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.distributed_type.value == kind and config.num_machines == 1

@@ -29,7 +29,7 @@ def build_hidden_projections(
 ) -> nn.ModuleDict:
     """`kind` is "linear" (one per pair), "shared" (one for all pairs) or "none" (no parameters; widths equal)."""
     if kind == "none":
-        if student_width != teacher_width:
+        if pairs and student_width != teacher_width:
             raise ValueError(
                 f"hidden loss between student width {student_width} and teacher width {teacher_width} needs a "
                 "projection; set hidden_projection to linear or shared"
