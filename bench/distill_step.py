@@ -215,9 +215,7 @@ def run_config(batch, seq, reps, teacher, student, workdir):
     targets = {"(a)": 1.10, "(b) time": 1.10, "(b) peak": 1.15}
     for label, value in ratios.items():
         target = next((t for key, t in targets.items() if label.startswith(key)), None)
-        verdict = (
-            "" if target is None else ("  (target <= %.2f: %s)" % (target, "met" if value <= target else "MISSED"))
-        )
+        verdict = "" if target is None else f"  (target <= {target:.2f}: {'met' if value <= target else 'MISSED'})"
         print(f"  {label:50s} {value:6.3f}{verdict}")
     return ratios
 
