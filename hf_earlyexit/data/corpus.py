@@ -1,0 +1,422 @@
+"""The multilingual distillation corpus: language-aligned partitions, sampling, streaming.
+
+A corpus is a set of files (local folder, glob, or Hub dataset repo) whose rows are texts in known languages.
+The language of a row comes from a `lang`/`language` column when the file has one, otherwise from the path:
+the last dot-separated part of the file name (`en.txt`, `cc100.en.jsonl`, `rus.txt`) if it looks like a language
+code, else the nearest folder that does (`en/part-000.parquet`, `data/en/train-0.parquet`).
+
+Before anything is streamed, every file is read once to count its rows per language (parquet: footer plus the
+language column only) and to refuse bad input with one line naming the file and line. The counts make the
+partitions exact and cheap: partition p of a language with n rows is rows [floor(p n / P), floor((p+1) n / P)),
+and files wholly outside that range are never opened.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import fsspec
+import numpy as np
+from datasets import (
+    Dataset,
+    Features,
+    IterableDataset,
+    Value,
+    concatenate_datasets,
+    interleave_datasets,
+)
+
+from .packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
+from .textfiles import count_lines, read_text
+
+__all__ = [
+    "CORPUS_FEATURES",
+    "DEFAULT_CORPUS",
+    "CorpusPlan",
+    "count_tokens_by_language",
+    "load_distillation_corpus",
+    "mlm_data_collator",
+    "pack_for_mlm",
+    "plan_corpus",
+    "sampling_probabilities",
+]
+
+DEFAULT_CORPUS = "xmli/filtered_cc100_27gb"
+CORPUS_FEATURES = Features({"text": Value("string"), "lang": Value("string")})
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# The packaged builders behind load_dataset("text" | "json" | "parquet", streaming=True), minus its Hub round trip.
+READERS = {
+    "text": IterableDataset.from_text,
+    "json": IterableDataset.from_json,
+    "parquet": IterableDataset.from_parquet,
+}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+LANGUAGE_COLUMNS = ("lang", "language")
+# ISO 639-1/-3 codes and CC100's variants: en, rus, hi_rom, zh-Hans, my_zaw.
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})?")
+SAMPLINGS = ("proportional", "temperature")
+PROBABILITY_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    url: str  # local path or hf:// URL, whatever `datasets` and fsspec open
+    builder: str  # the `datasets` packaged builder: "text", "json" or "parquet"
+    language_column: str | None
+    rows_by_language: dict[str, int]
+
+
+@dataclass
+class CorpusPlan:
+    """What will be streamed: files per language in stream order, row counts, partition bounds, probabilities."""
+
+    source: str
+    files: dict[str, list[CorpusFile]]
+    num_partitions: int
+    sampling: str | dict[str, float]
+    temperature_alpha: float
+    rows: dict[str, int] = field(init=False)
+
+    def __post_init__(self):
+        self.rows = {lang: sum(f.rows_by_language[lang] for f in files) for lang, files in self.files.items()}
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.files)
+
+    def bounds(self, lang: str, partition: int) -> tuple[int, int]:
+        rows = self.rows[lang]
+        return partition * rows // self.num_partitions, (partition + 1) * rows // self.num_partitions
+
+    def partition_rows(self, partition: int) -> dict[str, int]:
+        """Rows of each language in a partition (its equal slice: global share kept to within one row)."""
+        return {
+            lang: stop - start for lang, (start, stop) in ((lang, self.bounds(lang, partition)) for lang in self.rows)
+        }
+
+    def probabilities(self, partition: int) -> dict[str, float]:
+        if self.sampling == "proportional":
+            return sampling_probabilities(self.partition_rows(partition), "proportional")
+        return sampling_probabilities(self.rows, self.sampling, self.temperature_alpha)
+
+
+def sampling_probabilities(
+    rows: Mapping[str, int], sampling: str | Mapping[str, float], temperature_alpha: float = 0.3
+) -> dict[str, float]:
+    """p_l = n_l / N ("proportional"), p_l = n_l^alpha / sum_k n_k^alpha ("temperature", XLM-R), or given."""
+    if isinstance(sampling, Mapping):
+        return dict(sampling)
+    weights = {
+        lang: float(n) if sampling == "proportional" else float(n) ** temperature_alpha for lang, n in rows.items()
+    }
+    total = sum(weights.values())
+    return {lang: weight / total for lang, weight in weights.items()}
+
+
+def plan_corpus(
+    source: str = DEFAULT_CORPUS,
+    languages: Sequence[str] | None = None,
+    num_partitions: int = 5,
+    sampling: str | Mapping[str, float] = "proportional",
+    temperature_alpha: float = 0.3,
+) -> CorpusPlan:
+    """Find, validate and count the corpus files (the only full read before streaming); see the module docstring."""
+    if not isinstance(num_partitions, int) or num_partitions < 1:
+        raise ValueError(f"num_partitions={num_partitions!r}: expected an int >= 1")
+    if isinstance(sampling, str) and sampling not in SAMPLINGS:
+        raise ValueError(f"sampling={sampling!r}: expected one of {SAMPLINGS} or a {{language: probability}} mapping")
+    if sampling == "temperature" and not 0 < temperature_alpha <= 1:
+        raise ValueError(f"temperature_alpha={temperature_alpha}: expected 0 < alpha <= 1 (XLM-R uses 0.3)")
+    if isinstance(sampling, Mapping):
+        _check_probabilities(sampling)
+    root, urls = _list_files(source)
+    files_by_language: dict[str, list[CorpusFile]] = {}
+    for url in urls:
+        corpus_file = _inspect_file(url, _language_from_path(root, url))
+        for lang in corpus_file.rows_by_language:
+            files_by_language.setdefault(lang, []).append(corpus_file)
+    files_by_language = dict(sorted(files_by_language.items()))
+    if languages is not None:
+        languages = [languages] if isinstance(languages, str) else list(languages)
+        for lang in languages:
+            if lang not in files_by_language:
+                raise ValueError(f"unknown language code {lang!r}: {source} holds {_preview(files_by_language)}")
+        files_by_language = {lang: files_by_language[lang] for lang in languages}
+    if isinstance(sampling, Mapping) and set(sampling) != set(files_by_language):
+        raise ValueError(
+            f"sampling probabilities name {sorted(sampling)}: expected exactly the corpus languages "
+            f"{_preview(files_by_language)}"
+        )
+    for lang, files in files_by_language.items():
+        if len({(f.builder, f.language_column) for f in files}) > 1:
+            raise ValueError(f"language {lang!r} mixes file formats {[f.url for f in files]}: expected one format")
+    plan = CorpusPlan(source, files_by_language, num_partitions, sampling, temperature_alpha)
+    for lang, rows in plan.rows.items():
+        if rows < num_partitions:
+            raise ValueError(
+                f"language {lang!r} has {rows} rows in {[f.url for f in plan.files[lang]]}: expected at least "
+                f"num_partitions={num_partitions} so every partition holds some of it"
+            )
+    return plan
+
+
+def load_distillation_corpus(
+    source: str = DEFAULT_CORPUS,
+    languages: Sequence[str] | None = None,
+    num_partitions: int = 5,
+    partition: int | None = None,
+    sampling: str | Mapping[str, float] = "proportional",
+    temperature_alpha: float = 0.3,
+    seed: int = 0,
+    streaming: bool = True,
+) -> IterableDataset | Dataset:
+    """Stream of {"text", "lang"} rows: one language-aligned partition, or all of them in order (`partition=None`).
+
+    "proportional": every row of the partition exactly once, languages interleaved at random with probability
+    equal to their remaining share (`stopping_strategy="all_exhausted_without_replacement"`), so each language's
+    share is its global share. "temperature" (or explicit {lang: p}): as many rows as the proportional partition,
+    languages drawn with p_l ∝ n_l^alpha; a language whose slice runs out restarts it (XLM-R's upsampling).
+    The same seed gives the same stream. `streaming=False` writes the same stream into a map-style Dataset.
+    """
+    plan = plan_corpus(source, languages, num_partitions, sampling, temperature_alpha)
+    partitions = range(num_partitions) if partition is None else [_check_partition(partition, num_partitions)]
+    streams = [_partition_stream(plan, p, seed) for p in partitions]
+    stream = streams[0] if len(streams) == 1 else concatenate_datasets(streams)
+    if streaming:
+        return stream
+    return Dataset.from_generator(_rows_of, gen_kwargs={"stream": stream}, features=CORPUS_FEATURES)
+
+
+def _rows_of(stream):
+    yield from stream
+
+
+def _check_partition(partition, num_partitions: int) -> int:
+    if not isinstance(partition, int) or not 0 <= partition < num_partitions:
+        raise ValueError(
+            f"partition index {partition!r} is out of range: expected 0 <= partition < num_partitions={num_partitions}"
+        )
+    return partition
+
+
+def _check_probabilities(probabilities: Mapping[str, float]) -> None:
+    negative = {lang: p for lang, p in probabilities.items() if not p >= 0}
+    if negative:
+        raise ValueError(f"sampling probabilities {negative} are negative or NaN: expected values in [0, 1]")
+    total = sum(probabilities.values())
+    if not math.isclose(total, 1.0, abs_tol=PROBABILITY_TOLERANCE):
+        raise ValueError(f"sampling probabilities sum to {total:.6g}: expected them to sum to 1")
+
+
+def _preview(files_by_language: Mapping[str, object], limit: int = 12) -> str:
+    names = list(files_by_language)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{len(names)} languages ({', '.join(names[:limit])}{more})"
+
+
+def _partition_stream(plan: CorpusPlan, partition: int, seed: int) -> IterableDataset:
+    probabilities = plan.probabilities(partition)
+    streams = [_language_stream(plan, lang, *plan.bounds(lang, partition)) for lang in plan.languages]
+    # One RNG per (seed, partition): partitions are not copies of each other's language order.
+    rng_seed = int(np.random.SeedSequence([seed, partition]).generate_state(1)[0])
+    if plan.sampling == "proportional":
+        return interleave_datasets(
+            streams,
+            probabilities=[probabilities[lang] for lang in plan.languages],
+            seed=rng_seed,
+            stopping_strategy="all_exhausted_without_replacement",
+        )
+    mixed = interleave_datasets(
+        streams,
+        probabilities=[probabilities[lang] for lang in plan.languages],
+        seed=rng_seed,
+        stopping_strategy="all_exhausted",
+    )
+    return mixed.take(sum(plan.partition_rows(partition).values()))
+
+
+def _language_stream(plan: CorpusPlan, lang: str, start: int, stop: int) -> IterableDataset:
+    """Rows [start, stop) of one language; whole files before `start` or after `stop` are left out unread."""
+    chosen, offset, skip = [], 0, 0
+    for corpus_file in plan.files[lang]:
+        rows = corpus_file.rows_by_language[lang]
+        if offset + rows > start and offset < stop:
+            if not chosen:
+                skip = start - offset
+            chosen.append(corpus_file)
+        offset += rows
+    first = chosen[0]
+    stream = READERS[first.builder]([f.url for f in chosen], split="train")
+    if first.language_column is None:
+        stream = stream.select_columns(["text"]).map(
+            _tag_language, batched=True, fn_kwargs={"lang": lang}, features=CORPUS_FEATURES
+        )
+    else:
+        if first.language_column != "lang":
+            stream = stream.rename_column(first.language_column, "lang")
+        stream = stream.select_columns(["text", "lang"])
+        if any(len(f.rows_by_language) > 1 for f in chosen):
+            stream = stream.filter(_is_language, batched=True, input_columns="lang", fn_kwargs={"lang": lang})
+        stream = stream.cast(CORPUS_FEATURES)
+    return stream.skip(skip).take(stop - start)
+
+
+def _tag_language(batch, lang):
+    return {"lang": [lang] * len(batch["text"])}
+
+
+def _is_language(langs, lang):
+    return [value == lang for value in langs]
+
+
+def _list_files(source: str) -> tuple[str, list[str]]:
+    """(root the layout is read from, data files in a stable order)."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        root = str(local)
+        paths = [str(p) for p in local.rglob("*") if p.is_file()]
+    elif local.is_file():
+        root, paths = str(local.parent), [str(local)]
+    elif any(char in source for char in "*?["):
+        root = str(Path(re.split(r"[*?\[]", source, maxsplit=1)[0] or ".").parent) if "/" in source else "."
+        paths = [p for p in glob.glob(str(local), recursive=True) if Path(p).is_file()]
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        root, paths = _list_hub_files(source)
+    else:
+        raise ValueError(f"corpus source {source!r} is neither a folder, a file, a glob nor a Hub dataset id")
+    paths = sorted((p for p in paths if _builder_of(p)), key=_natural_key)
+    if not paths:
+        raise ValueError(
+            f"{source} holds no corpus files: expected {', '.join(BUILDERS)} files (optionally compressed)"
+        )
+    return root, paths
+
+
+def _list_hub_files(repo_id: str) -> tuple[str, list[str]]:
+    from huggingface_hub import HfApi
+
+    root = f"hf://datasets/{repo_id}"
+    return root, [f"{root}/{path}" for path in HfApi().list_repo_files(repo_id, repo_type="dataset")]
+
+
+def _natural_key(path: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def _strip_suffixes(name: str) -> tuple[str, str]:
+    """(name without data/compression suffixes, data suffix or "")."""
+    for compression in COMPRESSIONS:
+        if name.endswith(compression):
+            name = name[: -len(compression)]
+            break
+    for suffix in BUILDERS:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""
+
+
+def _builder_of(path: str) -> str | None:
+    return BUILDERS.get(_strip_suffixes(PurePosixPath(path).name)[1])
+
+
+def _language_from_path(root: str, url: str) -> str | None:
+    relative = PurePosixPath(url[len(root) :].lstrip("/") if url.startswith(root) else PurePosixPath(url).name)
+    stem = _strip_suffixes(relative.name)[0]
+    candidates = [stem.rsplit(".", 1)[-1], *reversed(relative.parent.parts)]
+    return next((name for name in candidates if LANGUAGE_CODE.fullmatch(name)), None)
+
+
+def _inspect_file(url: str, path_language: str | None) -> CorpusFile:
+    builder = _builder_of(url)
+    if builder == "text":
+        columns, rows_by_language = None, None
+        rows = count_lines(url)
+    elif builder == "parquet":
+        columns, rows, rows_by_language = _inspect_parquet(url)
+    else:
+        columns, rows, rows_by_language = _inspect_json(url)
+    if columns is not None and "text" not in columns:
+        raise ValueError(f"{url} has no 'text' column (columns: {sorted(columns)}): expected a 'text' column")
+    if rows == 0:
+        raise ValueError(f"{url} is empty: expected at least one text")
+    language_column = next((c for c in LANGUAGE_COLUMNS if columns and c in columns), None)
+    if language_column is None:
+        if path_language is None:
+            raise ValueError(
+                f"{url}: cannot tell its language: expected a 'lang'/'language' column, a file named like "
+                f"'en.txt' / 'name.en.jsonl', or a folder named by a language code"
+            )
+        rows_by_language = {path_language: rows}
+    return CorpusFile(url, builder, language_column, rows_by_language)
+
+
+def _inspect_parquet(url: str):
+    import pyarrow.parquet as pq
+
+    with fsspec.open(url, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        columns = parquet.schema_arrow.names
+        language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+        if language_column is None:
+            return columns, parquet.metadata.num_rows, None
+        values = parquet.read(columns=[language_column]).column(0).to_pylist()
+    return columns, len(values), _count_languages(url, values, language_column)
+
+
+def _inspect_json(url: str):
+    text = read_text(url)
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{url}:{error.lineno}: malformed JSON ({error.msg}): expected a JSON array of objects"
+            ) from None
+        numbered = list(enumerate(records, start=1))
+    else:
+        numbered = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                numbered.append((number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{url}:{number}: malformed JSON ({error.msg}): expected one JSON object per line"
+                ) from None
+    columns = None
+    languages = []
+    for number, record in numbered:
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(
+                f"{url}:{number}: expected a JSON object with a string 'text' field, got {str(record)[:60]!r}"
+            )
+        if columns is None:
+            columns = list(record)
+        language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+        if language_column is not None:
+            if language_column not in record:
+                raise ValueError(f"{url}:{number}: missing column {language_column!r}: expected it on every row")
+            languages.append(record[language_column])
+    if columns is None:
+        return None, 0, None
+    language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+    rows_by_language = _count_languages(url, languages, language_column) if language_column else None
+    return columns, len(numbered), rows_by_language
+
+
+def _count_languages(url: str, values: list, column: str) -> dict[str, int]:
+    counts = Counter(values)
+    bad = next((value for value in counts if not isinstance(value, str) or not LANGUAGE_CODE.fullmatch(value)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{url}: unknown language code {bad!r} in column {column!r}: expected codes like 'en', 'hi_rom'"
+        )
+    return dict(sorted(counts.items()))

@@ -1,0 +1,421 @@
+"""Distillation corpus: layouts, language-aligned partitions, sampling, packing, exact resume, bad input."""
+
+import gzip
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hf_earlyexit.data.corpus import (
+    count_tokens_by_language,
+    load_distillation_corpus,
+    mlm_data_collator,
+    pack_for_mlm,
+    plan_corpus,
+    sampling_probabilities,
+)
+from hf_earlyexit.data.tokenizer import train_tokenizer
+
+PARTITIONS = 5
+SOME_LANGUAGES = ["eng", "rus", "hin", "tur", "swh", "urd", "deu", "tzl", "cmn", "ara"]
+
+
+@pytest.fixture(scope="module")
+def tatoeba(shared_data):
+    return str(shared_data / "text" / "tatoeba")
+
+
+@pytest.fixture(scope="module")
+def tatoeba_lines(tatoeba):
+    """(language, line) multiset of the files themselves, read without the library under test."""
+    from pathlib import Path
+
+    lines = Counter()
+    for path in Path(tatoeba).glob("*.txt"):
+        text = path.read_text("utf-8")
+        lines.update((path.stem, line) for line in text.split("\n")[: -1 if text.endswith("\n") else None])
+    return lines
+
+
+@pytest.fixture(scope="module")
+def tatoeba_partitions(tatoeba):
+    return [list(load_distillation_corpus(tatoeba, partition=p, seed=0)) for p in range(PARTITIONS)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(shared_data):
+    folder = shared_data / "text" / "tatoeba"
+    texts = [
+        line
+        for lang in ("eng", "rus", "hin", "deu", "fra", "tur")
+        for line in (folder / f"{lang}.txt").read_text("utf-8").splitlines()[:200]
+    ]
+    return train_tokenizer(texts, vocab_size=300)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_partitions_are_disjoint_and_cover_every_line_once(tatoeba_partitions, tatoeba_lines):
+    assert len(tatoeba_lines) > 80000 and len({lang for lang, _ in tatoeba_lines}) == 113
+    union = Counter()
+    for rows in tatoeba_partitions:
+        union.update((row["lang"], row["text"]) for row in rows)
+    assert union == tatoeba_lines  # multiset equality: nothing lost, nothing twice
+    sizes = [len(rows) for rows in tatoeba_partitions]
+    assert sum(sizes) == sum(tatoeba_lines.values()) and max(sizes) - min(sizes) <= 113
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_every_language_keeps_its_global_share_in_every_partition(tatoeba, tatoeba_partitions):
+    plan = plan_corpus(tatoeba, num_partitions=PARTITIONS)
+    assert plan.rows["eng"] == 1000 and plan.rows["swh"] == 390 and plan.rows["tzl"] == 104
+    for partition, rows in enumerate(tatoeba_partitions):
+        counts = Counter(row["lang"] for row in rows)
+        assert counts == plan.partition_rows(partition)
+        for lang, total in plan.rows.items():
+            assert abs(counts[lang] - total / PARTITIONS) < 1, (partition, lang)
+        # Languages are mixed along the stream, not one after another: the first tenth holds most languages.
+        assert len({row["lang"] for row in rows[: len(rows) // 10]}) > 90
+
+
+@pytest.mark.real_data
+def test_temperature_sampling_follows_the_xlmr_formula(tatoeba):
+    alpha = 0.3
+    plan = plan_corpus(tatoeba, num_partitions=PARTITIONS, sampling="temperature", temperature_alpha=alpha)
+    probabilities = plan.probabilities(0)
+    norm = sum(n**alpha for n in plan.rows.values())
+    for lang, n in plan.rows.items():
+        assert probabilities[lang] == pytest.approx(n**alpha / norm, rel=1e-12)
+    assert probabilities["tzl"] / probabilities["eng"] == pytest.approx((104 / 1000) ** alpha)
+
+    rows = list(load_distillation_corpus(tatoeba, partition=0, sampling="temperature", temperature_alpha=alpha))
+    assert len(rows) == sum(plan.partition_rows(0).values())  # same budget as the proportional partition
+    counts = Counter(row["lang"] for row in rows)
+    observed = np.array([counts[lang] for lang in plan.languages])
+    expected = np.array([probabilities[lang] * len(rows) for lang in plan.languages])
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    degrees = len(plan.languages) - 1
+    assert chi2 < degrees + 4 * math.sqrt(2 * degrees), chi2  # far above any p < 1e-4 outcome
+    # Small languages are upsampled (repeated), large ones cut: the point of temperature sampling.
+    assert counts["tzl"] > plan.partition_rows(0)["tzl"] and counts["eng"] < plan.partition_rows(0)["eng"]
+
+
+@pytest.mark.real_data
+def test_same_seed_same_stream_other_seed_other_order(tatoeba):
+    def head(seed):
+        stream = load_distillation_corpus(tatoeba, languages=SOME_LANGUAGES, partition=1, seed=seed)
+        return [(row["lang"], row["text"]) for row in stream]
+
+    first = head(7)
+    assert head(7) == first
+    other = head(8)
+    assert other != first and sorted(other) == sorted(first)  # same partition, other interleaving
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_resume_mid_partition_yields_exactly_the_rest(tatoeba):
+    uninterrupted = list(load_distillation_corpus(tatoeba, partition=3, seed=1))
+    dataset = load_distillation_corpus(tatoeba, partition=3, seed=1)
+    iterator = iter(dataset)
+    head = [next(iterator) for _ in range(7777)]
+    state = json.loads(json.dumps(dataset.state_dict()))  # survives the trip through a checkpoint file
+    resumed = load_distillation_corpus(tatoeba, partition=3, seed=1)
+    resumed.load_state_dict(state)
+    assert head + list(resumed) == uninterrupted
+
+
+@pytest.mark.real_data
+def test_resume_of_packed_blocks_yields_exactly_the_rest(tatoeba, tokenizer):
+    def packed():
+        return pack_for_mlm(
+            load_distillation_corpus(tatoeba, partition=4, languages=["eng", "rus", "hin", "swh"]),
+            tokenizer,
+            32,
+            batch_size=100,
+        )
+
+    uninterrupted = [row["input_ids"] for row in packed()]
+    dataset = packed()
+    iterator = iter(dataset)
+    head = [next(iterator)["input_ids"] for _ in range(123)]
+    resumed = packed()
+    resumed.load_state_dict(dataset.state_dict())
+    assert head + [row["input_ids"] for row in resumed] == uninterrupted
+
+
+@pytest.mark.real_data
+def test_packing_makes_full_blocks_from_the_tokenised_text(tatoeba, tokenizer):
+    corpus = load_distillation_corpus(tatoeba, partition=0, languages=["eng", "tur"], num_partitions=PARTITIONS)
+    texts = list(corpus)
+    blocks = list(pack_for_mlm(corpus, tokenizer, block_size=16, batch_size=len(texts)))
+    tokens = [i for row in texts for i in tokenizer(row["text"])["input_ids"]]
+    assert all(len(block["input_ids"]) == 16 for block in blocks)
+    assert [i for block in blocks for i in block["input_ids"]] == tokens[: len(tokens) // 16 * 16]  # no padding
+    for block in blocks:
+        # The collator's own default (tokenizer.get_special_tokens_mask) marks every special id, <unk> included.
+        assert block["special_tokens_mask"] == [int(i in tokenizer.all_special_ids) for i in block["input_ids"]]
+    counts = count_tokens_by_language(corpus, tokenizer)
+    assert sum(counts.values()) == len(tokens) and set(counts) == {"eng", "tur"}
+    assert counts["eng"] == sum(len(tokenizer(r["text"])["input_ids"]) for r in texts if r["lang"] == "eng")
+
+
+@pytest.mark.real_data
+def test_mlm_collator_masks_fifteen_percent_of_ordinary_tokens(tatoeba, tokenizer):
+    blocks = list(
+        pack_for_mlm(load_distillation_corpus(tatoeba, partition=0, languages=["deu"]), tokenizer, 64).take(40)
+    )
+    batch = mlm_data_collator(tokenizer, seed=0)(blocks)
+    original = np.array([block["input_ids"] for block in blocks])
+    special = np.array([block["special_tokens_mask"] for block in blocks]).astype(bool)
+    chosen = batch["labels"].numpy() != -100
+    assert batch["input_ids"].shape == (40, 64) and "attention_mask" in batch
+    assert not (chosen & special).any()
+    assert 0.12 < chosen.sum() / (~special).sum() < 0.18
+    assert (batch["labels"].numpy()[chosen] == original[chosen]).all()
+    assert (batch["input_ids"].numpy()[chosen] == tokenizer.mask_token_id).mean() == pytest.approx(0.8, abs=0.06)
+
+
+def test_sampling_probabilities_formulas():
+    rows = {"en": 900, "sw": 100}
+    assert sampling_probabilities(rows, "proportional") == {"en": 0.9, "sw": 0.1}
+    tempered = sampling_probabilities(rows, "temperature", 0.5)
+    assert tempered["sw"] == pytest.approx(10 / (30 + 10))
+    assert sampling_probabilities(rows, "temperature", 1.0) == pytest.approx({"en": 0.9, "sw": 0.1})
+
+
+# --- layouts as a Hub repo might have them, exercised with local files --------------------------------------------
+
+
+def _lines(lang, count, start=0):
+    return [f"{lang} sentence {i}" for i in range(start, start + count)]
+
+
+def test_per_language_folders_with_several_files(tmp_path):
+    for lang, sizes in {"en": [4, 7, 5], "sw": [6]}.items():
+        (tmp_path / "data" / lang).mkdir(parents=True)
+        start = 0
+        for index, size in enumerate(sizes):
+            (tmp_path / "data" / lang / f"part-{index:02d}.txt").write_text("\n".join(_lines(lang, size, start)) + "\n")
+            start += size
+    plan = plan_corpus(str(tmp_path), num_partitions=3)
+    assert plan.rows == {"en": 16, "sw": 6}
+    for partition in range(3):
+        rows = list(load_distillation_corpus(str(tmp_path), num_partitions=3, partition=partition))
+        start, stop = plan.bounds("en", partition)
+        assert [r["text"] for r in rows if r["lang"] == "en"] == _lines("en", stop - start, start)
+        assert [r["text"] for r in rows if r["lang"] == "sw"] == _lines("sw", 2, 2 * partition)
+    everything = list(load_distillation_corpus(str(tmp_path), num_partitions=3))  # partition=None: all, in order
+    assert Counter(r["lang"] for r in everything) == {"en": 16, "sw": 6}
+
+
+def test_language_from_file_names_and_compressed_text(tmp_path):
+    (tmp_path / "cc100.hi.jsonl").write_text(
+        "\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(_lines("hi", 5))) + "\n"
+    )
+    with gzip.open(tmp_path / "ur.txt.gz", "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(_lines("ur", 5)))  # no final newline: the last line still counts
+    (tmp_path / "README.md").write_text("not data")
+    rows = list(load_distillation_corpus(str(tmp_path), num_partitions=1, partition=0))
+    assert Counter(r["lang"] for r in rows) == {"hi": 5, "ur": 5}
+    assert sorted(r["text"] for r in rows) == sorted(_lines("hi", 5) + _lines("ur", 5))
+    glob_rows = list(load_distillation_corpus(str(tmp_path / "*.jsonl"), num_partitions=1))
+    assert [r["text"] for r in glob_rows] == _lines("hi", 5)
+
+
+def test_language_column_in_mixed_parquet_and_jsonl(tmp_path):
+    languages = ["en", "tr", "en", "en", "tr", "en", "tr", "en", "tr", "en"]  # one file, languages mixed
+    texts = [f"{lang} row {index}" for index, lang in enumerate(languages)]
+    table = pa.Table.from_pylist([{"text": t, "lang": lang, "url": "x"} for t, lang in zip(texts, languages)])
+    pq.write_table(table, tmp_path / "train-00000.parquet")
+    (tmp_path / "extra.jsonl").write_text(
+        "\n".join(json.dumps({"text": f"sw {i}", "language": "sw"}) for i in range(3))
+    )
+    plan = plan_corpus(str(tmp_path), num_partitions=2)
+    assert plan.rows == {"en": 6, "sw": 3, "tr": 4}
+    streamed = [list(load_distillation_corpus(str(tmp_path), num_partitions=2, partition=p)) for p in range(2)]
+    union = Counter((r["lang"], r["text"]) for rows in streamed for r in rows)
+    assert union == Counter(zip(languages, texts)) + Counter(("sw", f"sw {i}") for i in range(3))
+    english = [t for t, lang in zip(texts, languages) if lang == "en"]
+    assert [r["text"] for r in streamed[0] if r["lang"] == "en"] == english[:3]
+    assert [r["text"] for r in streamed[1] if r["lang"] == "en"] == english[3:]
+    assert set(streamed[0][0]) == {"text", "lang"}
+
+
+def test_streaming_false_holds_the_same_rows(tmp_path):
+    for lang in ("en", "sw"):
+        (tmp_path / f"{lang}.txt").write_text("\n".join(_lines(lang, 9)) + "\n")
+    streamed = list(load_distillation_corpus(str(tmp_path), num_partitions=3, partition=1, seed=4))
+    stored = load_distillation_corpus(str(tmp_path), num_partitions=3, partition=1, seed=4, streaming=False)
+    assert stored.to_list() == streamed and stored.column_names == ["text", "lang"]
+
+
+# --- bad input: one line naming the file (and line) and what was expected ------------------------------------------
+
+
+def _corpus(tmp_path, files):
+    for name, content in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, pa.Table):
+            pq.write_table(content, path)
+        else:
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return str(tmp_path)
+
+
+GOOD = {"en.txt": "a\nb\nc\nd\ne\n", "sw.txt": "f\ng\nh\ni\nj\n"}
+
+
+@pytest.mark.parametrize(
+    ("files", "kwargs", "message"),
+    [
+        (GOOD, {"languages": ["en", "xx"]}, r"unknown language code 'xx': .* holds 2 languages \(en, sw\)"),
+        (
+            {**GOOD, "notes.txt": "x\n"},
+            {},
+            r"notes\.txt: cannot tell its language: expected a 'lang'/'language' column",
+        ),
+        ({**GOOD, "hi.txt": ""}, {}, r"hi\.txt is empty: expected at least one text"),
+        ({**GOOD, "hi.txt": b"ok\nfine\n\xe0\xa4\n"}, {}, r"hi\.txt:3: not valid UTF-8"),
+        ({**GOOD, "hi.jsonl": '{"text": "a"}\n{"text": "b"\n'}, {}, r"hi\.jsonl:2: malformed JSON"),
+        (
+            {**GOOD, "hi.jsonl": '{"text": "a"}\n{"body": "b"}\n'},
+            {},
+            r"hi\.jsonl:2: expected a JSON object with a string 'text' field",
+        ),
+        (
+            {**GOOD, "hi.parquet": pa.table({"body": ["a"] * 5})},
+            {},
+            r"hi\.parquet has no 'text' column \(columns: \['body'\]\)",
+        ),
+        (
+            {**GOOD, "mix.parquet": pa.table({"text": ["a", "b"], "lang": ["en", "English"]})},
+            {},
+            r"mix\.parquet: unknown language code 'English' in column 'lang'",
+        ),
+        (
+            {**GOOD, "ur.txt": "one\ntwo\n"},
+            {},
+            r"language 'ur' has 2 rows .*ur\.txt.*expected at least num_partitions=5",
+        ),
+        (GOOD, {"partition": 5}, r"partition index 5 is out of range: expected 0 <= partition < num_partitions=5"),
+        (GOOD, {"partition": -1}, r"partition index -1 is out of range"),
+        (GOOD, {"sampling": {"en": 0.5, "sw": 0.4}}, r"sampling probabilities sum to 0\.9: expected them to sum to 1"),
+        (
+            GOOD,
+            {"sampling": {"en": 1.0}},
+            r"sampling probabilities name \['en'\]: expected exactly the corpus languages",
+        ),
+        (GOOD, {"sampling": "uniform"}, r"sampling='uniform': expected one of"),
+        (
+            GOOD,
+            {"sampling": "temperature", "temperature_alpha": 0.0},
+            r"temperature_alpha=0\.0: expected 0 < alpha <= 1",
+        ),
+        ({"README.md": "x"}, {}, r"holds no corpus files: expected \.txt, \.jsonl, \.json, \.parquet"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, files, kwargs, message):
+    source = _corpus(tmp_path, files)
+    with pytest.raises(ValueError, match=message) as error:
+        load_distillation_corpus(source, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_explicit_probabilities_are_used(tmp_path):
+    source = _corpus(tmp_path, {"en.txt": "\n".join(_lines("en", 500)), "sw.txt": "\n".join(_lines("sw", 500))})
+    rows = list(load_distillation_corpus(source, num_partitions=1, sampling={"en": 0.9, "sw": 0.1}))
+    assert len(rows) == 1000
+    assert 0.85 < sum(r["lang"] == "en" for r in rows) / 1000 < 0.95
+
+
+# --- exact resume inside the Trainer ---------------------------------------------------------------------------------
+
+
+def _tiny_mlm_trainer(tmp_path, tokenizer, stream_callback, seen, max_steps, **overrides):
+    import torch
+    from transformers import Trainer, TrainingArguments, XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = XLMRobertaForMaskedLM(config)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].tolist()), with_kwargs=True
+    )
+
+    def collate(rows):  # unmasked, so the batches of two runs can be compared exactly
+        ids = torch.tensor([row["input_ids"] for row in rows])
+        return {"input_ids": ids, "labels": ids.clone()}
+
+    arguments = {
+        "output_dir": str(tmp_path),
+        "max_steps": max_steps,
+        "per_device_train_batch_size": 3,
+        "gradient_accumulation_steps": 2,
+        "save_steps": 3,
+        "save_strategy": "steps",
+        "report_to": [],
+        "ignore_data_skip": True,
+        "use_cpu": True,
+        "logging_steps": 100,
+        "disable_tqdm": True,
+        **overrides,
+    }
+    return Trainer(
+        model=model,
+        args=TrainingArguments(**arguments),
+        train_dataset=stream_callback.stream,
+        data_collator=collate,
+        callbacks=[stream_callback],
+    )
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_trainer_resume_continues_the_stream_without_replay(tatoeba, tokenizer, tmp_path):
+    from hf_earlyexit.data.resume import STREAM_STATE_NAME, StreamCheckpointCallback
+
+    def packed():
+        return pack_for_mlm(
+            load_distillation_corpus(tatoeba, languages=SOME_LANGUAGES, partition=2), tokenizer, 24, batch_size=50
+        )
+
+    seen_full = []
+    _tiny_mlm_trainer(tmp_path / "full", tokenizer, StreamCheckpointCallback(packed()), seen_full, max_steps=7).train()
+    checkpoint = tmp_path / "full" / "checkpoint-3"
+    assert (checkpoint / STREAM_STATE_NAME).is_file()
+
+    seen_resumed = []
+    callback = StreamCheckpointCallback(packed())
+    callback.load_checkpoint(str(checkpoint))
+    trainer = _tiny_mlm_trainer(tmp_path / "resumed", tokenizer, callback, seen_resumed, max_steps=7)
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    # 3 steps x 2 micro-batches were trained before the checkpoint; the resumed run sees exactly the rest.
+    assert len(seen_full) == 14 and seen_resumed == seen_full[6:]
+    # Without ignore_data_skip the Trainer would also skip batches of the restored stream: refused up front.
+    callback = StreamCheckpointCallback(packed())
+    callback.load_checkpoint(str(checkpoint))
+    trainer = _tiny_mlm_trainer(tmp_path / "bad", tokenizer, callback, [], max_steps=7, ignore_data_skip=False)
+    with pytest.raises(ValueError, match="ignore_data_skip=False would skip data twice"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_load_checkpoint_without_stream_state_is_refused(tmp_path):
+    from hf_earlyexit.data.resume import StreamCheckpointCallback
+
+    with pytest.raises(ValueError, match=r"stream_state\.json does not exist: expected a checkpoint written with"):
+        StreamCheckpointCallback(None).load_checkpoint(str(tmp_path))
