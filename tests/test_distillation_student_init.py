@@ -3,15 +3,9 @@
 import pytest
 import torch
 from distill_helpers import mlm_batch, tiny_config, tiny_pair
-from transformers import BertForSequenceClassification, HfArgumentParser
+from transformers import BertForSequenceClassification
 
-from hf_earlyexit.distillation.student_init import (
-    DistillationModelArguments,
-    compact_student,
-    load_teacher_and_student,
-    principal_directions,
-    student_from_teacher_layers,
-)
+from hf_earlyexit.distillation.student_init import compact_student, principal_directions, student_from_teacher_layers
 
 
 def test_teacher_layer_subset_copies_the_chosen_layers():
@@ -80,53 +74,3 @@ def test_compact_student_rejects_wider_or_indivisible():
         compact_student(teacher, hidden_size=128)
     with pytest.raises(ValueError, match="num_attention_heads=3 does not divide hidden_size=16"):
         compact_student(teacher, hidden_size=16, num_attention_heads=3)
-
-
-@pytest.mark.parametrize(
-    "overrides, expected_layers, expected_width",
-    [
-        ({"student_init": "teacher_layers", "student_layers": [2, 4]}, 2, 64),
-        (
-            {
-                "student_init": "compact",
-                "student_num_layers": 1,
-                "student_hidden_size": 32,
-                "student_num_attention_heads": 2,
-            },
-            1,
-            32,
-        ),
-        ({"student_init": "pretrained"}, 2, 48),
-    ],
-)
-def test_load_teacher_and_student_from_model_arguments(tmp_path, overrides, expected_layers, expected_width):
-    teacher, student = tiny_pair()
-    teacher.save_pretrained(tmp_path / "teacher")
-    student.save_pretrained(tmp_path / "student")
-    (model_args,) = HfArgumentParser(DistillationModelArguments).parse_dict(
-        {
-            "teacher_name_or_path": str(tmp_path / "teacher"),
-            "student_name_or_path": str(tmp_path / "student"),
-            **overrides,
-        }
-    )
-    loaded_teacher, loaded_student = load_teacher_and_student(model_args)
-    torch.testing.assert_close(loaded_teacher.lm_head.dense.weight, teacher.lm_head.dense.weight)
-    assert (loaded_student.config.num_hidden_layers, loaded_student.config.hidden_size) == (
-        expected_layers,
-        expected_width,
-    )
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"student_init": "random"}, "student_init='random' is not supported"),
-        ({"student_init": "pretrained"}, "needs student_name_or_path"),
-        ({"student_init": "teacher_layers"}, "needs student_layers"),
-        ({"student_init": "compact", "student_hidden_size": 0}, "student_hidden_size=0 is not positive"),
-    ],
-)
-def test_model_arguments_reject_incomplete_choices(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        DistillationModelArguments(teacher_name_or_path="teacher", **overrides)

@@ -3,24 +3,17 @@
 from .arguments import DistillationArguments
 from .layer_maps import LAYER_MAP_PRESETS, resolve_layer_map
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
-from .student_init import (
-    DistillationModelArguments,
-    compact_student,
-    load_teacher_and_student,
-    student_from_teacher_layers,
-)
+from .student_init import compact_student, student_from_teacher_layers
 from .trainer import DistillationTrainer
 
 __all__ = [
     "ATTENTION_LOSSES",
     "DistillationArguments",
-    "DistillationModelArguments",
     "DistillationTrainer",
     "HIDDEN_LOSSES",
     "LAYER_MAP_PRESETS",
     "LOGIT_LOSSES",
     "compact_student",
-    "load_teacher_and_student",
     "resolve_layer_map",
     "student_from_teacher_layers",
 ]

@@ -7,11 +7,9 @@
 """
 
 import copy
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import AutoModelForMaskedLM
 
 from .capture import encoder_layout
 
@@ -89,61 +87,3 @@ def compact_student(
                 )
     student.tie_weights()
     return student
-
-
-STUDENT_INITS = ("pretrained", "teacher_layers", "compact")
-
-
-@dataclass
-class DistillationModelArguments:
-    """Which teacher and student to load (parse with HfArgumentParser beside `DistillationArguments`)."""
-
-    teacher_name_or_path: str = field(metadata={"help": "Teacher checkpoint (Hub id or local folder)."})
-    student_init: str = field(
-        default="pretrained",
-        metadata={
-            "help": "pretrained: load student_name_or_path as is (thesis default); teacher_layers: keep "
-            "student_layers of the teacher (DistilBERT-style); compact: a fresh narrow student whose embeddings are "
-            "the teacher's PCA-projected."
-        },
-    )
-    student_name_or_path: str | None = field(
-        default=None, metadata={"help": "Student checkpoint, for student_init=pretrained."}
-    )
-    student_layers: list[int] | None = field(
-        default=None, metadata={"help": "1-based teacher layers to keep, for student_init=teacher_layers."}
-    )
-    student_num_layers: int = field(default=6, metadata={"help": "Depth of a compact student."})
-    student_hidden_size: int = field(default=256, metadata={"help": "Width of a compact student."})
-    student_num_attention_heads: int = field(default=4, metadata={"help": "Heads of a compact student."})
-
-    def __post_init__(self):
-        if self.student_init not in STUDENT_INITS:
-            raise ValueError(
-                f"student_init={self.student_init!r} is not supported; expected one of {', '.join(STUDENT_INITS)}"
-            )
-        if self.student_init == "pretrained" and not self.student_name_or_path:
-            raise ValueError("student_init=pretrained needs student_name_or_path")
-        if self.student_init == "teacher_layers" and not self.student_layers:
-            raise ValueError("student_init=teacher_layers needs student_layers, e.g. [2, 4, 6]")
-        for name in ("student_num_layers", "student_hidden_size", "student_num_attention_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} is not positive; expected an integer >= 1")
-
-
-def load_teacher_and_student(model_args: DistillationModelArguments, auto_class=AutoModelForMaskedLM, **kwargs):
-    """(teacher, student) as `model_args` says, both of `auto_class` (masked LM for task-agnostic distillation;
-    AutoModelForSequenceClassification etc. for task distillation). `kwargs` go to every `from_pretrained`."""
-    teacher = auto_class.from_pretrained(model_args.teacher_name_or_path, **kwargs)
-    if model_args.student_init == "pretrained":
-        student = auto_class.from_pretrained(model_args.student_name_or_path, **kwargs)
-    elif model_args.student_init == "teacher_layers":
-        student = student_from_teacher_layers(teacher, model_args.student_layers)
-    else:
-        student = compact_student(
-            teacher,
-            num_layers=model_args.student_num_layers,
-            hidden_size=model_args.student_hidden_size,
-            num_attention_heads=model_args.student_num_attention_heads,
-        )
-    return teacher, student
