@@ -41,12 +41,18 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def _override_parser(parser: HfArgumentParser) -> argparse.ArgumentParser:
-    """The same flags, but a flag that is not given leaves no attribute, so only real overrides come back."""
+def _override_parser(parser: HfArgumentParser, source: str) -> argparse.ArgumentParser:
+    """The same flags, but a flag that is not given leaves no attribute, so only real overrides come back, and a bad
+    flag raises one ConfigError line instead of argparse's usage block."""
     for action in parser._actions:
         if action.dest != "help":
             action.default = argparse.SUPPRESS
             action.required = False
+
+    def error(message: str):
+        raise ConfigError(f"{source}: {message}")
+
+    parser.error = error
     return parser
 
 
@@ -71,7 +77,7 @@ def parse_config(
     unknown = sorted(set(config) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown config key(s) {unknown}; see --help for the accepted keys")
-    overrides = vars(_override_parser(parser).parse_args(argv))
+    overrides = vars(_override_parser(parser, "command line").parse_args(argv))
     merged = {**config, **overrides}
     try:
         return parser.parse_dict(merged)

@@ -207,9 +207,13 @@ def run_distillation(
         "partitions": [],
     }
     for p in partitions:
-        entry = {"partition": p, "steps": steps[p], "checkpoint": str(output_dir / f"partition-{p}")}
-        if corpus_args.count_tokens:
-            entry["tokens_by_language"] = count_tokens_by_language(texts[p], tokenizer)
+        entry = {
+            "partition": p,
+            "steps": steps[p],
+            "checkpoint": str(output_dir / f"partition-{p}"),
+            "tokens_by_language": count_tokens_by_language(texts[p], tokenizer) if corpus_args.count_tokens else {},
+            "metric_by_language": {},  # filled below when eval_task_config is set
+        }
         summary["partitions"].append(entry)
     if not trainer.is_world_process_zero():
         return summary
