@@ -296,3 +296,24 @@ def test_early_exit_student_distils_and_exports(tmp_path):
     assert type(loaded) is XLMRobertaForEarlyExit
     for key, value in student.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
+
+
+def test_activation_checkpointing_gives_the_same_step(tmp_path):
+    common = dict(max_steps=2, logit_loss="kl", attention_loss="relation", relation_heads=4)
+    results = []
+    for checkpointing in (False, True):
+        teacher, student = tiny_pair()
+        trainer = make_trainer(
+            tmp_path / str(checkpointing),
+            teacher,
+            student,
+            as_dataset(mlm_batch()),
+            activation_checkpointing=checkpointing,
+            **common,
+        )
+        trainer.train()
+        assert trainer.student.is_activation_checkpointing == checkpointing
+        results.append(_final_weights(trainer))
+    assert results[1].keys() == results[0].keys()
+    for key in results[0]:
+        torch.testing.assert_close(results[1][key], results[0][key], atol=1e-6, rtol=1e-5, msg=key)

@@ -87,6 +87,16 @@ class DistillationModule(nn.Module):
     # The trainer normalises every component itself over the accumulated batch.
     accepts_loss_kwargs = False
 
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+        """Called by the Trainer for `activation_checkpointing=True`: checkpoint the student's layers."""
+        kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        if kwargs["use_reentrant"]:
+            raise ValueError(
+                "use_reentrant=True runs checkpointed layers under no_grad, so the captured query/key projections "
+                "would carry no gradient; use use_reentrant=False"
+            )
+        self.student.activation_checkpointing_enable(kwargs, every_n_layers=every_n_layers, offload=offload)
+
     def forward(self, plan: StepPlan, labels: torch.Tensor | None = None, **inputs) -> dict:
         capture = EncoderCapture(
             self.student,
