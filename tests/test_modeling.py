@@ -316,10 +316,11 @@ def test_exit_head_design_defaults_per_task_and_follows_config():
     assert len(tiny_model("bert", "token", exit_layers=[2]).exit_heads) == 1  # [2] + the final layer 4
 
 
-def test_token_granularity_is_refused_at_forward_until_built():
-    model = tiny_model("xlm-roberta", "token", exit_granularity="token")
+def test_token_granularity_is_refused_for_sequence_classifiers():
+    # Token-level exit itself is tested in tests/test_token_exit.py.
+    model = tiny_model("xlm-roberta", "sequence", exit_granularity="token")
     input_ids, attention_mask = padded_batch([4, 6])
-    with pytest.raises(ValueError, match=r"exit_granularity='token' is not implemented yet"):
+    with pytest.raises(ValueError, match=r"exit_granularity='token' needs a token classification model"):
         model(input_ids, attention_mask=attention_mask)
 
 

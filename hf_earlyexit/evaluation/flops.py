@@ -10,6 +10,15 @@ What is counted for one example of ``T`` real tokens (no padding), hidden size `
   example is scored at each exit it passes) and the final head when it reaches the last layer. Sequence heads run
   on one token, token heads on all ``T``. ``include_exit_heads=False`` leaves the intermediate heads out, as for
   the plain full-depth model (or the early-exit model with every threshold 0, which skips them).
+
+Token-level exit (``exit_granularity="token"``, ``flops_token_exit``): with ``A_l`` the tokens still active at
+layer ``l`` (exit layer >= l), a layer costs K and V projections for all ``T`` tokens of the row ``2·T·2·H²``
+(frozen tokens are still keys and values) while the row is alive (some token active), and only for the active
+tokens the Q and output projections ``2·A_l·2·H²``, the FFN ``2·A_l·2·H·F`` and the attention scores against all
+keys ``2·2·A_l·T·H``; each exit head runs on the tokens active at its layer. With every token at the same layer
+this is ``flops_per_example`` exactly. (The batched implementation lays each row's active queries out up to the
+batch's largest active count per row, so in a batch its score products can exceed ``A_l·T`` by that padding;
+these products are ~3% of a layer at 128 tokens for XLM-R Base. One row alone is counted exactly.)
 """
 
 from __future__ import annotations
@@ -112,3 +121,58 @@ def mean_flops(
         bad = sorted(set(layers[~torch.isin(layers, allowed)].long().tolist()))
         raise ValueError(f"exit_layers has layers {bad}; expected exit layers {allowed.long().tolist()}")
     return float(_flops(config, lengths, layers, task, include_exit_heads).mean())
+
+
+def _token_exit_flops(config, exit_layer: torch.Tensor, real: torch.Tensor, include_exit_heads: bool) -> torch.Tensor:
+    """Vectorised core of ``flops_token_exit``: ``exit_layer`` and ``real`` ``(rows, seq)``; FLOPs per row
+    (float64), each row at its real length ``real.sum(1)``."""
+    hidden, ffn = config.hidden_size, config.intermediate_size
+    depth = config.num_hidden_layers
+    layers = torch.arange(1, depth + 1, dtype=torch.long, device=exit_layer.device)
+    # active[r, l-1]: tokens of row r still computed at layer l
+    active = ((exit_layer[:, :, None] >= layers) & real[:, :, None]).sum(dim=1).double()
+    tokens = real.sum(dim=1, keepdim=True).double()
+    key_value = 2 * tokens * 2 * hidden * hidden * (active > 0)
+    active_only = 2 * active * (2 * hidden * hidden + 2 * hidden * ffn) + 4 * active * tokens * hidden
+    total = (key_value + active_only).sum(dim=1)
+    if include_exit_heads:
+        per_token = head_flops(config, 1, exit_head_design(config, "token"), "token")
+        for layer in _exit_layers(config)[:-1]:
+            total = total + per_token * active[:, layer - 1]
+    return total + head_flops(config, 1, final_head_design("token"), "token") * active[:, depth - 1]
+
+
+def flops_token_exit(
+    config, seq_len: int, token_exit_layers: Sequence[int] | torch.Tensor, include_exit_heads: bool = True
+) -> int:
+    """Forward FLOPs of one example of ``seq_len`` real tokens under token-level exit, token ``i`` leaving at
+    ``token_exit_layers[i]`` (see the module docstring). Equals ``flops_per_example(config, seq_len, L,
+    task="token")`` when every token leaves at ``L``."""
+    layers = torch.as_tensor(token_exit_layers, dtype=torch.long).flatten()
+    if not int(seq_len) >= 1 or layers.numel() != int(seq_len):
+        raise ValueError(
+            f"token_exit_layers has {layers.numel()} entries for seq_len={seq_len}; expected one exit layer per "
+            "real token (seq_len >= 1)"
+        )
+    allowed = torch.tensor(_exit_layers(config))
+    if not bool(torch.isin(layers, allowed).all()):
+        bad = sorted(set(layers[~torch.isin(layers, allowed)].tolist()))
+        raise ValueError(f"token_exit_layers has layers {bad}; expected exit layers {allowed.tolist()}")
+    real = torch.ones(1, layers.numel(), dtype=torch.bool)
+    return int(round(float(_token_exit_flops(config, layers[None], real, include_exit_heads)[0])))
+
+
+def token_exit_flops_per_row(
+    config, exit_layer: torch.Tensor, attention_mask: torch.Tensor, include_exit_heads: bool = True
+) -> torch.Tensor:
+    """``flops_token_exit`` of every row of a batch: ``exit_layer`` and ``attention_mask`` ``(batch, seq)`` as the
+    model returns / takes them (padding ignored: each row at its real length). float64 ``(batch,)``."""
+    if exit_layer.shape != attention_mask.shape or exit_layer.dim() != 2:
+        raise ValueError(
+            f"exit_layer has shape {tuple(exit_layer.shape)} and attention_mask {tuple(attention_mask.shape)}; "
+            "expected the same (batch, seq) shape"
+        )
+    real = attention_mask.bool()
+    if not bool(real.any(dim=1).all()):
+        raise ValueError("attention_mask has a row without real tokens; expected at least one token per row")
+    return _token_exit_flops(config, exit_layer.long(), real, include_exit_heads)

@@ -5,6 +5,11 @@ model's own decision rule (`select_exits`, the function its full-compute path us
 batch as the model saw them, so the sweep's exit layers are the batched path's exit layers
 (`verify_batched_exits` checks this on a sample).
 
+Token-level exit (``exit_granularity="token"``) cannot be replayed this way: a token that leaves freezes its state,
+and the later logits of every other token of its sequence depend on that frozen state (it stays a key and value).
+Its sweep (`sweep_token_exits`) therefore runs the model's batched token path once per threshold — cheap, since
+that path is the fast one — so each row is exactly what the deployed model does.
+
 Units: metrics are fractions (accuracy, seqeval entity F1); FLOPs are per example at each example's real
 (unpadded) length. Exit statistics count examples for sequence-level exits and real tokens for token-level exits.
 """
@@ -12,7 +17,8 @@ Units: metrics are fractions (accuracy, seqeval entity F1); FLOPs are per exampl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +27,7 @@ from seqeval.metrics import f1_score
 from torch.utils.data import DataLoader
 
 from ..modeling.criteria import exits_needing_heads, select_exits
-from .flops import flops_per_example
+from .flops import flops_per_example, token_exit_flops_per_row
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +91,10 @@ class ExitCheck:
 
 def is_token_model(model) -> bool:
     return "TokenClassification" in type(model).__name__
+
+
+def exit_granularity(model) -> str:
+    return getattr(getattr(model, "config", None), "exit_granularity", "sequence")
 
 
 def _dataloader(dataset, data_collator: Callable, batch_size: int) -> DataLoader:
@@ -178,15 +188,22 @@ def decide_exits(collected: ExitLogits, config, threshold: float) -> ExitDecisio
 
 def compute_metric(collected: ExitLogits, predictions: Sequence[torch.Tensor]) -> float:
     """Accuracy for sequence models; seqeval entity F1 (labelled positions only) for token models."""
-    if not collected.token_level:
-        correct = sum(int((pred == batch.labels).sum()) for pred, batch in zip(predictions, collected.batches))
-        return correct / collected.num_examples
-    if not collected.id2label:
+    labels = [batch.labels for batch in collected.batches]
+    return _metric(collected.token_level, collected.id2label, labels, predictions)
+
+
+def _metric(
+    token_level: bool, id2label: Mapping[int, str], labels: Sequence[torch.Tensor], predictions: Sequence[torch.Tensor]
+) -> float:
+    if not token_level:
+        correct = sum(int((pred == gold).sum()) for pred, gold in zip(predictions, labels))
+        return correct / sum(len(gold) for gold in labels)
+    if not id2label:
         raise ValueError("token model config has no id2label; expected tag names such as 'B-PER' for seqeval")
     y_true, y_pred = [], []
-    for pred, batch in zip(predictions, collected.batches):
-        for row_pred, row_labels in zip(pred.tolist(), batch.labels.tolist()):
-            pairs = [(collected.id2label[t], collected.id2label[p]) for p, t in zip(row_pred, row_labels) if t != -100]
+    for pred, gold in zip(predictions, labels):
+        for row_pred, row_labels in zip(pred.tolist(), gold.tolist()):
+            pairs = [(id2label[t], id2label[p]) for p, t in zip(row_pred, row_labels) if t != -100]
             y_true.append([t for t, _ in pairs])
             y_pred.append([p for _, p in pairs])
     return float(f1_score(y_true, y_pred, zero_division=0))
@@ -326,11 +343,14 @@ def sweep_language(
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
     max_drop: float = 0.01,
     batch_size: int = 32,
-) -> tuple[dict[str, Any], ExitLogits]:
+) -> tuple[dict[str, Any], ExitLogits | None]:
     """collect_exit_logits + sweep_thresholds for one language; returns the results entry and the logits (keep
-    them for `verify_batched_exits`)."""
+    them for `verify_batched_exits`). A token-level exit model is swept by `sweep_token_exits` instead (no logits
+    to keep: None)."""
     thresholds = _check_thresholds(thresholds)
     _check_max_drop(max_drop)
+    if exit_granularity(model) == "token":
+        return sweep_token_exits(model, dataset, data_collator, thresholds, max_drop, batch_size), None
     collected = collect_exit_logits(model, dataset, data_collator, batch_size=batch_size)
     return sweep_thresholds(collected, model.config, thresholds, max_drop), collected
 
@@ -381,20 +401,35 @@ def evaluate_languages(
     max_drop: float = 0.01,
     batch_size: int = 32,
     verify_batches: int = 2,
+    compare_token_exit: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Sweep every language (tokenized eval datasets by language code), then choose the global threshold.
 
     Returns results.json's `languages` and `chosen_global`. Each language entry also records `exit_check`: the
     batched exit path run at the language's chosen threshold on its first `verify_batches` batches, compared with
-    the sweep (a mismatch is logged as a warning: the two paths must agree)."""
+    the sweep (a mismatch is logged as a warning: the two paths must agree). Token-level exit models are swept on
+    the batched path itself, so they need no check.
+
+    `compare_token_exit` (token classification model with sequence-level exits, e.g. WikiANN): also sweep the same
+    model with token-level exits (`sweep_token_exits`) and store its rows as the language's `sweep_token`, for the
+    sequence-against-token plot. The chosen thresholds stay the sequence-level ones."""
     if not datasets:
         raise ValueError("datasets is empty; expected one tokenized eval dataset per language")
     thresholds = _check_thresholds(thresholds)
     _check_max_drop(max_drop)
+    if compare_token_exit and (not is_token_model(model) or exit_granularity(model) != "sequence"):
+        raise ValueError(
+            f"compare_token_exit=True needs a token classification model with exit_granularity='sequence'; got "
+            f"{type(model).__name__} with {exit_granularity(model)!r}"
+        )
     languages = {}
     for lang, dataset in datasets.items():
         entry, collected = sweep_language(model, dataset, data_collator, thresholds, max_drop, batch_size)
-        if verify_batches:
+        if compare_token_exit:
+            entry["sweep_token"] = sweep_token_exits(model, dataset, data_collator, thresholds, max_drop, batch_size)[
+                "sweep"
+            ]
+        if verify_batches and collected is not None:
             check = verify_batched_exits(
                 model, dataset, data_collator, collected, entry["chosen"]["threshold"], verify_batches
             )
@@ -413,3 +448,92 @@ def evaluate_languages(
                 )
         languages[lang] = entry
     return languages, choose_global_threshold(languages, max_drop)
+
+
+@contextmanager
+def token_granularity(model, exit_window: int | None = None) -> Iterator[None]:
+    """Run a token classification model with ``exit_granularity="token"`` (and ``exit_window`` when given) inside
+    the block; the config is restored afterwards."""
+    if not is_token_model(model):
+        raise ValueError(f"token-level exit needs a token classification model; got {type(model).__name__}")
+    if exit_window is not None and (
+        not isinstance(exit_window, int) or isinstance(exit_window, bool) or exit_window < 1
+    ):
+        raise ValueError(f"exit_window={exit_window!r}; expected an int >= 1")
+    config = model.config
+    saved = (config.exit_granularity, config.exit_window)
+    config.exit_granularity = "token"
+    config.exit_window = saved[1] if exit_window is None else exit_window
+    try:
+        yield
+    finally:
+        config.exit_granularity, config.exit_window = saved
+
+
+@torch.inference_mode()
+def sweep_token_exits(
+    model,
+    dataset,
+    data_collator: Callable,
+    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+    max_drop: float = 0.01,
+    batch_size: int = 32,
+    exit_window: int | None = None,
+) -> dict[str, Any]:
+    """One results.json `languages[lang]` entry for token-level exits: the model's batched token path run once
+    per threshold (see the module docstring for why it cannot be replayed), with the same keys and units as
+    `sweep_thresholds` (exit statistics over real tokens; FLOPs per example from `flops_token_exit` at the real
+    length). Works on a token model of either granularity: it is run with ``exit_granularity="token"``
+    (``exit_window``: the model's own unless given)."""
+    thresholds = _check_thresholds(thresholds)
+    _check_max_drop(max_drop)
+    loader = _dataloader(dataset, data_collator, batch_size)
+    batches = [_split_labels(batch) for batch in loader]
+    if not batches:
+        raise ValueError("eval dataset is empty; expected at least one labelled example")
+    config = model.config
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    device = _model_device(model)
+    labels = [gold for _, gold in batches]
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        with token_granularity(model, exit_window):
+            for threshold in thresholds:
+                heads_run = any(exits_needing_heads(config.exit_criterion, [threshold] * len(config.exit_layers)))
+                predictions, token_layers, flops = [], [], []
+                for inputs, _ in batches:
+                    output = model(**{k: v.to(device) for k, v in inputs.items()}, exit_threshold=threshold)
+                    exit_layer = output.exit_layer.cpu()
+                    mask = inputs["attention_mask"]
+                    predictions.append(output.logits.argmax(dim=-1).cpu())
+                    token_layers.append(exit_layer[mask.bool()])
+                    flops.append(token_exit_flops_per_row(config, exit_layer, mask, include_exit_heads=heads_run))
+                counted = torch.cat(token_layers)
+                rows.append(
+                    {
+                        "threshold": float(threshold),
+                        "metric": _metric(True, id2label, labels, predictions),
+                        "mean_exit_layer": float(counted.float().mean()),
+                        "flops_per_example": float(torch.cat(flops).mean()),
+                        "exit_layer_counts": [int((counted == layer).sum()) for layer in config.exit_layers],
+                    }
+                )
+    finally:
+        model.train(was_training)
+    full = rows[0]  # threshold 0.0 (always swept): the plain full-depth forward, no exit head
+    for row in rows:
+        row["flops_saving"] = 1.0 - row["flops_per_example"] / full["flops_per_example"]
+        row["speedup"] = full["flops_per_example"] / row["flops_per_example"]
+    full_depth = {
+        "metric": full["metric"],
+        "mean_exit_layer": float(config.num_hidden_layers),
+        "flops_per_example": full["flops_per_example"],
+    }
+    return {
+        "num_examples": sum(len(gold) for gold in labels),
+        "full_depth": full_depth,
+        "sweep": rows,
+        "chosen": choose_threshold(rows, full_depth["metric"], max_drop),
+    }

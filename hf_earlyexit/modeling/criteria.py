@@ -46,11 +46,55 @@ def uncertainty(logits: torch.Tensor, criterion: str) -> torch.Tensor:
 
 
 def sequence_leaves(token_leaves: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-    """A sequence leaves when every real (non-pad) token may leave.
-
-    This is the seam for per-token exit (``exit_granularity="token"``): that mode keeps ``token_leaves`` instead.
-    """
+    """A sequence leaves when every real (non-pad) token may leave (``exit_granularity="sequence"``); the
+    per-token mode combines the same token flags with ``window_leaves`` instead."""
     return (token_leaves | ~token_mask).all(dim=-1)
+
+
+def window_any(flags: torch.Tensor, window: int) -> torch.Tensor:
+    """For each position of ``flags`` ``(rows, seq)`` (bool), whether any position of its window is set.
+
+    The window holds ``window`` consecutive positions of the same row: ``(window - 1) // 2`` to the left and
+    ``window // 2`` to the right (an even window leans right), clipped at the row's ends.
+    """
+    if window == 1:
+        return flags
+    padded = torch.nn.functional.pad(flags.to(torch.uint8), ((window - 1) // 2, window // 2))
+    return padded.unfold(-1, window, 1).amax(dim=-1).bool()
+
+
+def window_leaves(may_leave: torch.Tensor, active: torch.Tensor, window: int) -> torch.Tensor:
+    """TokEE's window rule: an active token leaves when no active token of its window must stay.
+
+    For ``"entropy"`` this is "the maximum normalized entropy over the active tokens of the window is below the
+    threshold". Only ``active`` tokens count: padding never holds a neighbour back, and neither does a token that
+    has already left (it was certain enough when it left; its state no longer changes). Special tokens (``<s>``,
+    ``</s>``) are real tokens and count like any other: the model cannot tell them apart from the mask alone.
+    """
+    return active & ~window_any(active & ~may_leave, window)
+
+
+def may_leave(
+    criterion: str,
+    logits: torch.Tensor,
+    threshold: float,
+    patience: int = 1,
+    state: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Whether each item (row, or token) of ``logits`` ``(..., num_labels)`` is certain enough to leave at this
+    exit on its own, and the new patience state (see ``exit_step``)."""
+    if criterion != "patience":
+        return uncertainty(logits, criterion) < threshold, state
+    prediction = logits.argmax(dim=-1)
+    if state is None:
+        count = torch.zeros_like(prediction)
+    else:
+        previous, count = state
+        count = torch.where(prediction == previous, count + 1, torch.zeros_like(count))
+    leaves = count >= patience
+    if threshold <= 0:
+        leaves = torch.zeros_like(leaves)
+    return leaves, (prediction, count)
 
 
 def exit_step(
@@ -73,19 +117,7 @@ def exit_step(
         ``(leave, state)``: bool ``(rows,)`` and the new patience state (rows must be selected from it together
         with the hidden states when rows leave).
     """
-    if criterion == "patience":
-        prediction = logits.argmax(dim=-1)
-        if state is None:
-            count = torch.zeros_like(prediction)
-        else:
-            previous, count = state
-            count = torch.where(prediction == previous, count + 1, torch.zeros_like(count))
-        state = (prediction, count)
-        token_leaves = count >= patience
-        if threshold <= 0:
-            token_leaves = torch.zeros_like(token_leaves)
-    else:
-        token_leaves = uncertainty(logits, criterion) < threshold
+    token_leaves, state = may_leave(criterion, logits, threshold, patience, state)
     if token_mask is not None:
         return sequence_leaves(token_leaves, token_mask), state
     return token_leaves, state

@@ -16,6 +16,10 @@ Three forward paths, chosen per call:
 * batched exit (eval otherwise): layers run one by one; after each exit layer the rows that leave are written into
   preallocated outputs and removed from the running batch (hidden states, attention mask, criterion state), so
   later layers only see the rows that remain. One host synchronisation per active exit layer (how many leave).
+  With ``exit_granularity="token"`` (token classification) each token leaves on its own instead: see
+  ``token_exit.py``. In eval, the all-exits path then takes its ``logits`` / ``exit_layer`` from that batched token
+  path too, because a token's later logits depend on which other tokens froze (no replay of the stored exit logits
+  can reproduce it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_early_exit import exit_loss_weights
 from .criteria import exit_step, exits_needing_heads, gather_exits, per_exit_thresholds, select_exits
+from .token_exit import forced_token_layers, forward_token_exit
 
 
 @dataclass
@@ -162,9 +167,10 @@ class EarlyExitMixin:
         Args:
             exit_threshold: overrides ``config.exit_threshold`` for this call (one float or one per exit layer).
             output_exit_logits: run every exit and return ``exit_logits`` (also implied by training mode).
-            forced_exit_layer: hook for benchmarks and ablations: an int or a ``(batch,)`` tensor of exit layers;
-                each example leaves exactly there whatever the criterion says (every exit head on its way still
-                runs, as in real early exit, so costs stay faithful). Ignored in training mode.
+            forced_exit_layer: hook for benchmarks and ablations: an int or a ``(batch,)`` tensor of exit layers
+                (with ``exit_granularity="token"`` also a ``(batch, seq)`` tensor, one layer per token); each example
+                (token) leaves exactly there whatever the criterion says (every exit head on its way still runs, as
+                in real early exit, so costs stay faithful). Ignored in training mode.
             kwargs: ``num_items_in_batch`` (from ``transformers.Trainer``) normalises the loss; the rest goes to
                 the backbone / its layers.
         """
@@ -180,7 +186,11 @@ class EarlyExitMixin:
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         device = (input_ids if input_ids is not None else inputs_embeds).device
-        forced = forced_exit_index(forced_exit_layer, config.exit_layers, batch, device)
+        token_granularity = config.exit_granularity == "token"
+        if token_granularity:
+            forced = forced_token_layers(forced_exit_layer, config.exit_layers, batch, seq_len, device)
+        else:
+            forced = forced_exit_index(forced_exit_layer, config.exit_layers, batch, device)
         token_mask = self._criterion_token_mask(attention_mask, batch, seq_len, device)
         inputs = {
             "input_ids": input_ids,
@@ -194,6 +204,8 @@ class EarlyExitMixin:
             output = self._forward_all_exits(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
         elif forced is None and not any(exits_needing_heads(config.exit_criterion, thresholds)):
             output = self._forward_full_depth(inputs, attention_mask, kwargs)
+        elif token_granularity:
+            output = self._make_output(*forward_token_exit(self, inputs, attention_mask, thresholds, forced, kwargs))
         else:
             output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
 
@@ -210,10 +222,10 @@ class EarlyExitMixin:
 
     # ----------------------------------------------------------------------------------------------- task hooks
     def _check_granularity(self) -> None:
-        if self.config.exit_granularity != "sequence":
+        if self.config.exit_granularity == "token" and not self.per_token:
             raise ValueError(
-                f"exit_granularity={self.config.exit_granularity!r} is not implemented yet for "
-                f"{type(self).__name__}; use 'sequence'"
+                f"exit_granularity='token' needs a token classification model, not {type(self).__name__}; "
+                "use 'sequence'"
             )
 
     def _criterion_token_mask(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
@@ -272,6 +284,10 @@ class EarlyExitMixin:
         if self.training:
             logits = exit_logits[-1]
             exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
+        elif config.exit_granularity == "token" and (
+            forced is not None or any(exits_needing_heads(config.exit_criterion, thresholds))
+        ):
+            logits, exit_layer = forward_token_exit(self, inputs, attention_mask, thresholds, forced, kwargs)
         elif forced is not None:
             exit_index = torch.searchsorted(torch.tensor(config.exit_layers, device=forced.device), forced)
             logits, exit_layer = gather_exits(exit_logits, config.exit_layers, exit_index)
