@@ -25,9 +25,11 @@ from hf_earlyexit.data.tokenizer import train_tokenizer
 TEACHER_SHAPE = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}
 
 
-def build_teacher(corpus: str, output_dir: str, vocab_size: int, steps: int, block_size: int, seed: int) -> Path:
+def build_teacher(
+    corpus: str, output_dir: str, vocab_size: int, steps: int, block_size: int, seed: int, languages=None
+) -> Path:
     torch.manual_seed(seed)
-    texts = load_distillation_corpus(corpus, num_partitions=1, streaming=False, seed=seed)
+    texts = load_distillation_corpus(corpus, languages=languages, num_partitions=1, streaming=False, seed=seed)
     tokenizer = train_tokenizer(texts["text"], vocab_size=vocab_size)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
@@ -48,6 +50,7 @@ def build_teacher(corpus: str, output_dir: str, vocab_size: int, steps: int, blo
         logging_steps=max(1, steps // 5),
         save_strategy="no",
         report_to=[],
+        disable_tqdm=True,
         seed=seed,
         use_cpu=not torch.cuda.is_available(),
     )
@@ -68,10 +71,13 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=300, help="Masked-LM training steps from random weights")
     parser.add_argument("--block_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--languages", nargs="+", default=None, help="Languages of the corpus used (default all)")
     args = parser.parse_args(argv)
     if not Path(args.corpus).exists():
         parser.error(f"--corpus {args.corpus!r} does not exist; expected a folder of per-language text files")
-    path = build_teacher(args.corpus, args.output_dir, args.vocab_size, args.steps, args.block_size, args.seed)
+    path = build_teacher(
+        args.corpus, args.output_dir, args.vocab_size, args.steps, args.block_size, args.seed, args.languages
+    )
     print(f"demo teacher and tokenizer written to {path}")
 
 
