@@ -23,17 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import fsspec
-import numpy as np
-from datasets import (
-    Dataset,
-    Features,
-    IterableDataset,
-    Value,
-    concatenate_datasets,
-    interleave_datasets,
-)
+from datasets import Dataset, DatasetInfo, Features, IterableDataset, Value
 
 from .packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
+from .stream import CorpusStream
 from .textfiles import count_lines, read_text
 
 __all__ = [
@@ -51,12 +44,6 @@ __all__ = [
 DEFAULT_CORPUS = "xmli/filtered_cc100_27gb"
 CORPUS_FEATURES = Features({"text": Value("string"), "lang": Value("string")})
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-# The packaged builders behind load_dataset("text" | "json" | "parquet", streaming=True), minus its Hub round trip.
-READERS = {
-    "text": IterableDataset.from_text,
-    "json": IterableDataset.from_json,
-    "parquet": IterableDataset.from_parquet,
-}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 LANGUAGE_COLUMNS = ("lang", "language")
 # ISO 639-1/-3 codes and CC100's variants: en, rus, hi_rom, zh-Hans, my_zaw.
@@ -180,15 +167,16 @@ def load_distillation_corpus(
     """Stream of {"text", "lang"} rows: one language-aligned partition, or all of them in order (`partition=None`).
 
     "proportional": every row of the partition exactly once, languages interleaved at random with probability
-    equal to their remaining share (`stopping_strategy="all_exhausted_without_replacement"`), so each language's
-    share is its global share. "temperature" (or explicit {lang: p}): as many rows as the proportional partition,
+    equal to their remaining share (a uniformly random order of the partition's rows by language), so each
+    language's share is its global share all along the stream. "temperature" (or explicit {lang: p}): as many rows as the proportional partition,
     languages drawn with p_l ∝ n_l^alpha; a language whose slice runs out restarts it (XLM-R's upsampling).
     The same seed gives the same stream. `streaming=False` writes the same stream into a map-style Dataset.
     """
     plan = plan_corpus(source, languages, num_partitions, sampling, temperature_alpha)
     partitions = range(num_partitions) if partition is None else [_check_partition(partition, num_partitions)]
-    streams = [_partition_stream(plan, p, seed) for p in partitions]
-    stream = streams[0] if len(streams) == 1 else concatenate_datasets(streams)
+    stream = IterableDataset(
+        CorpusStream(plan, list(partitions), seed, CORPUS_FEATURES), info=DatasetInfo(features=CORPUS_FEATURES)
+    )
     if streaming:
         return stream
     return Dataset.from_generator(_rows_of, gen_kwargs={"stream": stream}, features=CORPUS_FEATURES)
@@ -219,61 +207,6 @@ def _preview(files_by_language: Mapping[str, object], limit: int = 12) -> str:
     names = list(files_by_language)
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return f"{len(names)} languages ({', '.join(names[:limit])}{more})"
-
-
-def _partition_stream(plan: CorpusPlan, partition: int, seed: int) -> IterableDataset:
-    probabilities = plan.probabilities(partition)
-    streams = [_language_stream(plan, lang, *plan.bounds(lang, partition)) for lang in plan.languages]
-    # One RNG per (seed, partition): partitions are not copies of each other's language order.
-    rng_seed = int(np.random.SeedSequence([seed, partition]).generate_state(1)[0])
-    if plan.sampling == "proportional":
-        return interleave_datasets(
-            streams,
-            probabilities=[probabilities[lang] for lang in plan.languages],
-            seed=rng_seed,
-            stopping_strategy="all_exhausted_without_replacement",
-        )
-    mixed = interleave_datasets(
-        streams,
-        probabilities=[probabilities[lang] for lang in plan.languages],
-        seed=rng_seed,
-        stopping_strategy="all_exhausted",
-    )
-    return mixed.take(sum(plan.partition_rows(partition).values()))
-
-
-def _language_stream(plan: CorpusPlan, lang: str, start: int, stop: int) -> IterableDataset:
-    """Rows [start, stop) of one language; whole files before `start` or after `stop` are left out unread."""
-    chosen, offset, skip = [], 0, 0
-    for corpus_file in plan.files[lang]:
-        rows = corpus_file.rows_by_language[lang]
-        if offset + rows > start and offset < stop:
-            if not chosen:
-                skip = start - offset
-            chosen.append(corpus_file)
-        offset += rows
-    first = chosen[0]
-    stream = READERS[first.builder]([f.url for f in chosen], split="train")
-    if first.language_column is None:
-        stream = stream.select_columns(["text"]).map(
-            _tag_language, batched=True, fn_kwargs={"lang": lang}, features=CORPUS_FEATURES
-        )
-    else:
-        if first.language_column != "lang":
-            stream = stream.rename_column(first.language_column, "lang")
-        stream = stream.select_columns(["text", "lang"])
-        if any(len(f.rows_by_language) > 1 for f in chosen):
-            stream = stream.filter(_is_language, batched=True, input_columns="lang", fn_kwargs={"lang": lang})
-        stream = stream.cast(CORPUS_FEATURES)
-    return stream.skip(skip).take(stop - start)
-
-
-def _tag_language(batch, lang):
-    return {"lang": [lang] * len(batch["text"])}
-
-
-def _is_language(langs, lang):
-    return [value == lang for value in langs]
 
 
 def _list_files(source: str) -> tuple[str, list[str]]:

@@ -1,0 +1,235 @@
+"""The sampled stream of corpus partitions, read straight from the files the counting pass planned.
+
+`datasets.interleave_datasets` over one IterableDataset per language cost about 90 µs per row (a thread hand-off
+and a state copy per row), more than tokenising a short sentence. Here the language of every row is drawn in
+chunks with numpy, each language's rows are read in bulk from its own files, and rows are handed out as plain
+dicts of the declared features (so `datasets` does not re-encode them one by one).
+
+The position is a single number (rows handed out in the current partition), kept in the `datasets` state dict,
+so `IterableDataset.state_dict()` / `load_state_dict()` work unchanged, also through `map`, `take` and the
+Trainer callback in resume.py. Resuming replays only the RNG draws up to that row, which gives every language's
+position; files wholly before it are not opened and nothing skipped is tokenised.
+
+This subclasses `datasets`' examples-iterable base class, the one extension point through which a source keeps
+its own exact state inside an IterableDataset (a generator-based one resumes by replaying its generator).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from copy import copy
+from itertools import islice
+
+import fsspec
+import numpy as np
+import pyarrow.compute as pc
+from datasets.iterable_dataset import _BaseExamplesIterable
+
+CHUNK_ROWS = 4096  # languages drawn per RNG call; any value gives the same distribution, not the same stream
+READ_CHARS = 1 << 20
+PARQUET_BATCH_ROWS = 1 << 16
+# numpy's multivariate_hypergeometric(method="marginals") refuses larger populations.
+MAX_PROPORTIONAL_ROWS = 10**9
+
+
+class CorpusStream(_BaseExamplesIterable):
+    """Rows {"text", "lang"} of `partitions` of a `CorpusPlan`, one after another.
+
+    "proportional": the languages of a partition's rows are a uniformly random permutation of the multiset
+    {lang: rows of lang in the partition}, drawn chunk by chunk (multivariate hypergeometric counts, then a
+    permutation inside the chunk), i.e. each row's language is drawn with probability equal to that language's
+    remaining share. Every row exactly once; the mix is the same all along the stream.
+    Otherwise (temperature or given probabilities): languages drawn independently with those probabilities,
+    as many rows as the proportional partition; a language whose slice runs out starts it again.
+    """
+
+    def __init__(self, plan, partitions: list[int], seed: int, features, rng_shifts: tuple[int, ...] = ()):
+        super().__init__()
+        self.plan = plan
+        self.partitions = list(partitions)
+        self.seed = seed
+        self._features = features
+        self.rng_shifts = rng_shifts
+        self.language_names = np.array(plan.languages, dtype=object)
+        for partition in self.partitions:
+            rows = sum(plan.partition_rows(partition).values())
+            if plan.sampling == "proportional" and rows >= MAX_PROPORTIONAL_ROWS:
+                raise ValueError(
+                    f"partition {partition} holds {rows} rows: expected fewer than {MAX_PROPORTIONAL_ROWS} for "
+                    "proportional sampling (numpy's hypergeometric sampler); use more partitions"
+                )
+
+    @property
+    def is_typed(self) -> bool:
+        return True
+
+    @property
+    def features(self):
+        return self._features
+
+    @property
+    def num_shards(self) -> int:
+        return 1
+
+    def _init_state_dict(self) -> dict:
+        self._state_dict = {"partition_index": 0, "rows": 0, "type": type(self).__name__}
+        return self._state_dict
+
+    def shuffle_data_sources(self, generator: np.random.Generator) -> CorpusStream:
+        # Partitions are trained in order; a new epoch changes the interleaving through shift_rngs instead.
+        return self
+
+    def shift_rngs(self, value: int) -> CorpusStream:
+        shifted = copy(self)
+        shifted.rng_shifts = (*self.rng_shifts, int(value))
+        return shifted
+
+    def shard_data_sources(self, num_shards: int, index: int, contiguous=True) -> CorpusStream:
+        if num_shards != 1:
+            raise ValueError(f"num_shards={num_shards}: the corpus stream is one shard (split rows by node instead)")
+        return self
+
+    def reshard_data_sources(self) -> CorpusStream:
+        return self
+
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        state = self._state_dict if self._state_dict is not None else self._init_state_dict()
+        for index in range(state["partition_index"], len(self.partitions)):
+            state["partition_index"] = index
+            yield from self._partition_rows(self.partitions[index], state)
+            state["rows"] = 0
+
+    def language_orders(self, partition: int) -> Iterator[np.ndarray]:
+        """The language index of every row of a partition, chunk by chunk: all the randomness of the stream."""
+        plan = self.plan
+        # One RNG per (seed, partition): partitions are not copies of each other's language order.
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, partition, *self.rng_shifts]))
+        sizes = np.array([stop - start for start, stop in (plan.bounds(lang, partition) for lang in plan.languages)])
+        left = int(sizes.sum())
+        if plan.sampling == "proportional":
+            remaining = sizes.copy()
+            language_ids = np.arange(len(sizes), dtype=np.int32)
+            while left:
+                counts = rng.multivariate_hypergeometric(remaining, min(CHUNK_ROWS, left), method="marginals")
+                remaining -= counts
+                left -= int(counts.sum())
+                yield rng.permutation(np.repeat(language_ids, counts))
+        else:
+            probabilities = plan.probabilities(partition)
+            p = np.array([probabilities[lang] for lang in plan.languages], dtype=np.float64)
+            while left:
+                size = min(CHUNK_ROWS, left)
+                left -= size
+                yield rng.choice(len(p), size=size, p=p / p.sum()).astype(np.int32)
+
+    def _partition_rows(self, partition: int, state: dict) -> Iterator[tuple[int, dict]]:
+        plan = self.plan
+        num_languages = len(plan.languages)
+        first_row = state["rows"]
+        orders = self.language_orders(partition)
+        # Replay the draws (no reading) up to the resume row: that gives each language's position in its slice.
+        consumed = np.zeros(num_languages, dtype=np.int64)
+        chunk_start = 0
+        order = next(orders, None)
+        while order is not None and chunk_start + len(order) <= first_row:
+            consumed += np.bincount(order, minlength=num_languages)
+            chunk_start += len(order)
+            order = next(orders, None)
+        if order is None:
+            return
+        consumed += np.bincount(order[: first_row - chunk_start], minlength=num_languages)
+        order = order[first_row - chunk_start :]
+        cycle = plan.sampling != "proportional"
+        readers = [
+            _slice_texts(plan.files[lang], lang, *plan.bounds(lang, partition), int(consumed[i]), cycle)
+            for i, lang in enumerate(plan.languages)
+        ]
+        row = first_row
+        while order is not None:
+            counts = np.bincount(order, minlength=num_languages)
+            texts = np.empty(len(order), dtype=object)
+            # Rows of each language, read in bulk, put where the draw placed that language.
+            texts[np.argsort(order, kind="stable")] = [
+                text for i in np.flatnonzero(counts) for text in islice(readers[i], int(counts[i]))
+            ]
+            for text, lang in zip(texts.tolist(), self.language_names[order].tolist()):
+                row += 1
+                state["rows"] = row  # before the yield: a state read after receiving a row resumes at the next
+                yield row - 1, {"text": text, "lang": lang}
+            order = next(orders, None)
+
+
+def _slice_texts(files, lang: str, start: int, stop: int, first: int, cycle: bool) -> Iterator[str]:
+    """Texts of `lang` from row start + first to stop (its partition slice); with `cycle`, then the slice again."""
+    position = start + (first % (stop - start) if cycle else first)
+    while True:
+        yield from _language_texts(files, lang, position, stop)
+        if not cycle:
+            return
+        position = start
+
+
+def _language_texts(files, lang: str, begin: int, end: int) -> Iterator[str]:
+    """Rows [begin, end) of `lang` across its files in stream order; files outside the range are not opened."""
+    offset = 0
+    for corpus_file in files:
+        rows = corpus_file.rows_by_language[lang]
+        if offset + rows > begin and offset < end:
+            skip = max(begin - offset, 0)
+            yield from islice(_file_texts(corpus_file, lang), skip, min(end, offset + rows) - offset)
+        offset += rows
+        if offset >= end:
+            return
+
+
+def _file_texts(corpus_file, lang: str) -> Iterator[str]:
+    """Texts of `lang` in one file, in file order, exactly the rows the counting pass counted."""
+    if corpus_file.builder == "text":
+        yield from _text_lines(corpus_file.url)
+    elif corpus_file.builder == "parquet":
+        yield from _parquet_texts(corpus_file.url, corpus_file.language_column, lang)
+    else:
+        column = corpus_file.language_column
+        for record in _json_records(corpus_file.url):
+            if column is None or record[column] == lang:
+                yield record["text"]
+
+
+def _text_lines(url: str) -> Iterator[str]:
+    """Lines as `count_lines` counts them: universal newlines, a last line without newline counts."""
+    with fsspec.open(url, "rt", encoding="utf-8", newline=None, compression="infer") as handle:
+        pending = ""
+        while chunk := handle.read(READ_CHARS):
+            lines = (pending + chunk).split("\n")
+            pending = lines.pop()
+            yield from lines
+        if pending:
+            yield pending
+
+
+def _json_records(url: str) -> Iterator[dict]:
+    """Objects of a JSON-lines file (blank lines skipped) or of a JSON array file, as the counting pass reads them."""
+    lines = _text_lines(url)
+    first = next((line for line in lines if line.strip()), None)
+    if first is None:
+        return
+    if first.lstrip().startswith("["):
+        yield from json.loads("\n".join([first, *lines]))
+        return
+    yield json.loads(first)
+    for line in lines:
+        if line.strip():
+            yield json.loads(line)
+
+
+def _parquet_texts(url: str, language_column: str | None, lang: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    columns = ["text"] if language_column is None else ["text", language_column]
+    with fsspec.open(url, "rb") as handle:
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            texts = batch.column(0)
+            if language_column is not None:
+                texts = texts.filter(pc.equal(batch.column(1), lang))
+            yield from texts.to_pylist()
