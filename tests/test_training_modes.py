@@ -1,9 +1,14 @@
 """Exit training modes: which parameters each step trains, gradient accumulation, logging, and real learning."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
 from hf_earlyexit import XLMRobertaEarlyExitConfig, XLMRobertaForEarlyExit, XLMRobertaForEarlyExitTokenClassification
 from hf_earlyexit.training import EarlyExitTrainer, EarlyExitTrainingArguments, step_plan
@@ -321,6 +326,85 @@ def test_evaluate_reports_the_modes_loss_and_predicts_like_a_plain_evaluation(tm
     predictions = trainer.predict(examples).predictions
     assert len(predictions) == 2  # logits and exit_layer, no per-exit logits
     torch.testing.assert_close(torch.as_tensor(predictions[0]), expected.logits)
+
+
+# The driver each process runs: every case trains from the same initial model; rank 0 saves the parameters.
+DDP_DRIVER = """
+import sys
+
+import torch
+
+sys.path.insert(0, sys.argv[3])
+from test_training_modes import DDP_CASES, random_examples, tiny_model, training_args
+
+from hf_earlyexit.training import EarlyExitTrainer
+
+output_dir, per_device = sys.argv[1], int(sys.argv[2])
+params = {}
+for case, (mode, overrides, labelled) in DDP_CASES.items():
+    model = tiny_model("token")
+    args = training_args(
+        f"{output_dir}/{case}", exit_training_mode=mode, per_device_train_batch_size=per_device, **overrides
+    )
+    trainer = EarlyExitTrainer(model=model, args=args, train_dataset=random_examples("token", 8, labelled=labelled))
+    trainer.train()
+    params[case] = {name: p.detach().clone() for name, p in model.named_parameters()}
+if trainer.accelerator.is_main_process:
+    torch.save({"world_size": trainer.accelerator.num_processes, "params": params}, f"{output_dir}/params.pt")
+"""
+DDP_CASES = {
+    "joint": ("joint", {}, True),
+    "two_stage_2": ("two_stage", {"first_stage_steps": 0}, True),
+    "alternating": ("alternating", {"max_steps": 2}, True),
+    "self_distillation_unlabelled": ("self_distillation", {}, False),
+}
+
+
+def run_driver(tmp_path, name, per_device, launcher):
+    output_dir = tmp_path / name
+    output_dir.mkdir()
+    driver = tmp_path / "ddp_driver.py"
+    driver.write_text(DDP_DRIVER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [*launcher, str(driver), str(output_dir), str(per_device), str(Path(__file__).parent)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return torch.load(output_dir / "params.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_process_ddp_takes_the_single_process_batch_8_step(tmp_path):
+    """2 processes x 4 (gloo, CPU) equal one process x 8 for token classification with uneven label counts; the
+    parameters a step freezes stay bit-identical under DDP too."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", "29533"]
+    ddp = run_driver(tmp_path, "ddp", 4, launch)
+    single = run_driver(tmp_path, "single", 8, [sys.executable])
+    assert ddp["world_size"] == 2 and single["world_size"] == 1
+    initial = snapshot(tiny_model("token"))
+    for case in DDP_CASES:
+        assert_same_step((initial, single["params"][case]), (initial, ddp["params"][case]))
+    for name, value in initial.items():
+        if not is_exit_head(name):
+            assert torch.equal(ddp["params"]["two_stage_2"][name], value), name
+            assert torch.equal(ddp["params"]["self_distillation_unlabelled"][name], value), name
+
+
+def test_arguments_parse_from_flags_and_dicts():
+    parser = HfArgumentParser(EarlyExitTrainingArguments)
+    flags = ["--output_dir", "x", "--exit_training_mode", "two_stage", "--first_stage_steps", "5"]
+    (args,) = parser.parse_args_into_dataclasses([*flags, "--distillation_trains_backbone", "true"])
+    assert (args.exit_training_mode, args.first_stage_steps, args.distillation_trains_backbone) == (
+        "two_stage",
+        5,
+        True,
+    )
+    (args,) = parser.parse_dict(
+        {"output_dir": "x", "exit_training_mode": "self_distillation", "distillation_weight": 2}
+    )
+    assert args.distillation_weight == 2 and args.first_stage_steps is None
 
 
 def test_step_plan_schedules():

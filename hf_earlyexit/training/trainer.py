@@ -141,6 +141,8 @@ class EarlyExitTrainer(Trainer):
 
     def _denominators(self, inputs, training: bool) -> torch.Tensor:
         if training and self._accumulated_counts is not None:
+            # Global count / processes: DDP averages gradients over processes, so each process's share of the
+            # global mean is scaled up by their number.
             counts = self._accumulated_counts / self.accelerator.num_processes
         else:
             counts = self._item_counts(inputs)
@@ -168,8 +170,6 @@ class EarlyExitTrainer(Trainer):
         means = {name: value / denominators[COUNT_OF[name]].to(value.device) for name, value in sums.items()}
         loss = self._combine(plan, means)
         if training:
-            # Trainer-style DDP convention: gradients are averaged over processes, so scale the local share up.
-            loss = loss * self.accelerator.num_processes
             for name, value in sums.items():
                 self._components.add(name, value, local_counts[COUNT_OF[name]])
         if not return_outputs:
