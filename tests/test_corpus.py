@@ -18,6 +18,7 @@ from hf_earlyexit.data.corpus import (
     plan_corpus,
     sampling_probabilities,
 )
+from hf_earlyexit.data.stream import CHUNK_ROWS
 from hf_earlyexit.data.tokenizer import train_tokenizer
 
 PARTITIONS = 5
@@ -58,7 +59,6 @@ def tokenizer(shared_data):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_partitions_are_disjoint_and_cover_every_line_once(tatoeba_partitions, tatoeba_lines):
     assert len(tatoeba_lines) > 80000 and len({lang for lang, _ in tatoeba_lines}) == 113
     union = Counter()
@@ -70,7 +70,6 @@ def test_partitions_are_disjoint_and_cover_every_line_once(tatoeba_partitions, t
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_every_language_keeps_its_global_share_in_every_partition(tatoeba, tatoeba_partitions):
     plan = plan_corpus(tatoeba, num_partitions=PARTITIONS)
     assert plan.rows["eng"] == 1000 and plan.rows["swh"] == 390 and plan.rows["tzl"] == 104
@@ -118,7 +117,6 @@ def test_same_seed_same_stream_other_seed_other_order(tatoeba):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_resume_mid_partition_yields_exactly_the_rest(tatoeba):
     uninterrupted = list(load_distillation_corpus(tatoeba, partition=3, seed=1))
     dataset = load_distillation_corpus(tatoeba, partition=3, seed=1)
@@ -128,6 +126,85 @@ def test_resume_mid_partition_yields_exactly_the_rest(tatoeba):
     resumed = load_distillation_corpus(tatoeba, partition=3, seed=1)
     resumed.load_state_dict(state)
     assert head + list(resumed) == uninterrupted
+
+
+def _resumed_rest(make_stream, rows_before):
+    """(rows the stream yields after `rows_before` rows, rows a fresh stream yields from the saved state)."""
+    dataset = make_stream()
+    iterator = iter(dataset)
+    for _ in range(rows_before):
+        next(iterator)
+    state = json.loads(json.dumps(dataset.state_dict()))
+    rest = list(iterator)
+    resumed = make_stream()
+    resumed.load_state_dict(state)
+    return rest, list(resumed)
+
+
+@pytest.mark.real_data
+def test_resume_of_temperature_sampling_yields_exactly_the_rest(tatoeba):
+    # Small languages cycle through their slice several times: the resumed readers must be at the same lap.
+    def stream():
+        return load_distillation_corpus(tatoeba, partition=2, sampling="temperature")
+
+    # Inside the first chunk of language draws, at its last row, at the boundary, in a later chunk.
+    for rows_before in (1, CHUNK_ROWS - 1, CHUNK_ROWS, 3 * CHUNK_ROWS + 17):
+        rest, resumed = _resumed_rest(stream, rows_before)
+        assert resumed == rest and len(rest) > 0
+
+
+def test_resume_across_partitions_continues_in_the_right_partition(tmp_path):
+    for lang, size in {"en": 40, "sw": 25, "hi": 10}.items():
+        (tmp_path / f"{lang}.txt").write_text("\n".join(_lines(lang, size)) + "\n")
+
+    def stream():
+        return load_distillation_corpus(str(tmp_path), num_partitions=5, seed=3)
+
+    everything = list(stream())
+    plan = plan_corpus(str(tmp_path), num_partitions=5)
+    first_three = sum(sum(plan.partition_rows(p).values()) for p in range(3))
+    assert everything[:first_three] == [
+        row for p in range(3) for row in load_distillation_corpus(str(tmp_path), num_partitions=5, partition=p, seed=3)
+    ]
+    for rows_before in (first_three - 1, first_three, first_three + 4):
+        rest, resumed = _resumed_rest(stream, rows_before)
+        assert resumed == rest == everything[rows_before:]
+
+
+def test_resume_does_not_open_files_before_the_position(tmp_path):
+    sizes = [4, 7, 5]
+    for index, size in enumerate(sizes):
+        folder = tmp_path / "en"
+        folder.mkdir(exist_ok=True)
+        start = sum(sizes[:index])
+        (folder / f"part-{index}.txt").write_text("\n".join(_lines("en", size, start)) + "\n")
+    (tmp_path / "sw.txt").write_text("\n".join(_lines("sw", 6)) + "\n")
+    dataset = load_distillation_corpus(str(tmp_path), num_partitions=1, seed=0)
+    rows = list(dataset)
+    # The first position at which English has left its first two files behind.
+    english_seen = np.cumsum([row["lang"] == "en" for row in rows])
+    position = int(np.argmax(english_seen >= 11)) + 1
+    iterator = iter(dataset)
+    for _ in range(position):
+        next(iterator)
+    state = dataset.state_dict()
+    resumed = load_distillation_corpus(str(tmp_path), num_partitions=1, seed=0)
+    (tmp_path / "en" / "part-0.txt").unlink()  # after planning: opening it now would fail
+    (tmp_path / "en" / "part-1.txt").unlink()
+    resumed.load_state_dict(state)
+    assert list(resumed) == rows[position:]
+
+
+def test_a_new_epoch_reorders_the_same_rows(tmp_path):
+    for lang, size in {"en": 30, "sw": 30}.items():
+        (tmp_path / f"{lang}.txt").write_text("\n".join(_lines(lang, size)) + "\n")
+    dataset = load_distillation_corpus(str(tmp_path), num_partitions=1, seed=5)
+    first = list(dataset)
+    dataset.set_epoch(1)
+    second = list(dataset)
+    assert second != first and sorted(map(str, second)) == sorted(map(str, first))
+    dataset.set_epoch(0)
+    assert list(dataset) == first
 
 
 @pytest.mark.real_data
@@ -221,9 +298,10 @@ def test_language_from_file_names_and_compressed_text(tmp_path):
     with gzip.open(tmp_path / "ur.txt.gz", "wt", encoding="utf-8") as handle:
         handle.write("\n".join(_lines("ur", 5)))  # no final newline: the last line still counts
     (tmp_path / "README.md").write_text("not data")
+    (tmp_path / "sw.json").write_text(json.dumps([{"text": t} for t in _lines("sw", 5)], indent=1))  # one array
     rows = list(load_distillation_corpus(str(tmp_path), num_partitions=1, partition=0))
-    assert Counter(r["lang"] for r in rows) == {"hi": 5, "ur": 5}
-    assert sorted(r["text"] for r in rows) == sorted(_lines("hi", 5) + _lines("ur", 5))
+    assert Counter(r["lang"] for r in rows) == {"hi": 5, "ur": 5, "sw": 5}
+    assert sorted(r["text"] for r in rows) == sorted(_lines("hi", 5) + _lines("ur", 5) + _lines("sw", 5))
     glob_rows = list(load_distillation_corpus(str(tmp_path / "*.jsonl"), num_partitions=1))
     assert [r["text"] for r in glob_rows] == _lines("hi", 5)
 
