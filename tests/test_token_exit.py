@@ -138,8 +138,12 @@ def test_all_exits_eval_path_reports_the_batched_token_decision():
     threshold = mixing_threshold(model, input_ids, attention_mask)
     batched = run(model, input_ids, attention_mask, exit_threshold=threshold)
     everything = run(model, input_ids, attention_mask, exit_threshold=threshold, output_exit_logits=True)
-    assert torch.equal(everything.exit_layer, batched.exit_layer)
-    torch.testing.assert_close(everything.logits, batched.logits, atol=1e-6, rtol=0)
+    with_grad = model(input_ids, attention_mask=attention_mask, exit_threshold=threshold, output_exit_logits=True)
+    for output in (everything, with_grad):  # with autograd on, the token path must not write into saved tensors
+        assert torch.equal(output.exit_layer, batched.exit_layer)
+        torch.testing.assert_close(output.logits, batched.logits, atol=1e-6, rtol=0)
+    with_grad.logits[attention_mask.bool()].sum().backward()
+    assert model.roberta.encoder.layer[-1].attention.self.query.weight.grad is not None
     assert len(everything.exit_logits) == LAYERS and everything.exit_logits[0].shape == (*input_ids.shape, len(TAGS))
 
 

@@ -37,12 +37,13 @@ class ActiveTokens:
 
     Attributes:
         flat_index: ``(active,)`` positions in the flattened ``(rows * seq)`` grid, row-major.
-        slot_index: ``(active,)`` positions in the flattened ``(rows * max_active)`` query buffer.
+        slot_index: ``(active,)`` positions in the flattened ``(rows * max_active)`` query buffer; None when every
+            row has ``max_active`` active tokens (the packed tensor already is the buffer).
         max_active: the largest number of active tokens of one row.
     """
 
     flat_index: torch.Tensor
-    slot_index: torch.Tensor
+    slot_index: torch.Tensor | None
     max_active: int
 
     @classmethod
@@ -51,6 +52,8 @@ class ActiveTokens:
         flat_index = active.flatten().nonzero().squeeze(1)
         max_active = int(active.sum(dim=1).max()) if rows else 0
         rank_in_row = active.long().cumsum(dim=1) - 1
+        if flat_index.numel() == rows * max_active:
+            return cls(flat_index, None, max_active)
         slots = torch.arange(rows, device=active.device)[:, None] * max_active + rank_in_row
         return cls(flat_index, slots.flatten().index_select(0, flat_index), max_active)
 
@@ -83,17 +86,22 @@ def token_exit_layer(
 
     key = attention.key(hidden).view(rows, seq, heads, head_size).transpose(1, 2)
     value = attention.value(hidden).view(rows, seq, heads, head_size).transpose(1, 2)
-    packed_query = attention.query(states)
-    query = packed_query.new_zeros(rows * active.max_active, packed_query.shape[-1])
-    query = query.index_copy(0, active.slot_index, packed_query)
+    query = attention.query(states)
+    if active.slot_index is not None:
+        query = query.new_zeros(rows * active.max_active, query.shape[-1]).index_copy_(0, active.slot_index, query)
     query = query.view(rows, active.max_active, heads, head_size).transpose(1, 2)
     context = _attend(query, key, value, key_mask, scaling, eager)
     context = context.transpose(1, 2).reshape(rows * active.max_active, heads * head_size)
-    context = context.index_select(0, active.slot_index)
+    if active.slot_index is not None:
+        context = context.index_select(0, active.slot_index)
 
     attention_output = layer.attention.output(context, states)
     new_states = layer.output(layer.intermediate(attention_output), attention_output)
-    return flat.index_copy(0, active.flat_index, new_states).view(rows, seq, width), new_states
+    if torch.is_grad_enabled() and new_states.requires_grad:  # autograd saved `hidden` for K and V: no in-place
+        flat = flat.index_copy(0, active.flat_index, new_states)
+    else:  # `hidden` is this loop's own tensor; skipping the copy of the whole grid matters at batch 32
+        flat.index_copy_(0, active.flat_index, new_states)
+    return flat.view(rows, seq, width), new_states
 
 
 def forced_token_layers(forced, exit_layers, batch: int, seq_len: int, device) -> torch.Tensor | None:
