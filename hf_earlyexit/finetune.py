@@ -127,6 +127,13 @@ class SweepArguments:
     measure_efficiency: bool = field(default=True, metadata={"help": "Latency at batch 1/32 and peak memory"})
     efficiency_seq_len: int = field(default=128, metadata={"help": "Tokens per example for latency and FLOPs tables"})
     latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per setting (median reported)"})
+    compare_token_exit: bool = field(
+        default=True,
+        metadata={
+            "help": "Token classification with sequence-level exits: also sweep token-level exits of the same model "
+            "(results' sweep_token, the sequence-vs-token plot)"
+        },
+    )
     distillation_summary: str | None = field(
         default=None, metadata={"help": "distillation.json written by run_distil.py, recorded in results and card"}
     )
@@ -258,6 +265,9 @@ def run_task(
         thresholds=sweep_args.thresholds,
         max_drop=sweep_args.max_drop,
         batch_size=training_args.per_device_eval_batch_size,
+        compare_token_exit=spec["token_level"]
+        and model_args.exit_granularity == "sequence"
+        and sweep_args.compare_token_exit,
     )
     efficiency = None
     if sweep_args.measure_efficiency:

@@ -112,6 +112,13 @@ def test_task_example_writes_consistent_results(task, student, tmp_path):
             1 - first / results["languages"]["en"]["full_depth"]["flops_per_example"], rel=1e-6
         )
         assert full >= results["languages"]["en"]["full_depth"]["flops_per_example"] * 0.99
+    if task == "wikiann":  # sequence-level main sweep plus the token-level comparison on the same model
+        for entry in results["languages"].values():
+            token_rows = entry["sweep_token"]
+            assert [row["threshold"] for row in token_rows] == [float(t) for t in thresholds]
+            assert token_rows[0]["mean_exit_layer"] == results["model"]["num_layers"]
+            assert token_rows[-1]["mean_exit_layer"] == 1.0
+        assert (out / "wikiann_sequence_vs_token_exit.png").is_file()
     # report, plots, card
     assert "mechanics" in (out / "report.md").read_text() or "Random-weights" in (out / "report.md").read_text()
     pngs = sorted(out.glob("*.png"))
