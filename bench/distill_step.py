@@ -1,6 +1,7 @@
 """Cost of one distillation step, XLM-R Large-shaped teacher -> Base-shaped student, random weights.
 
-Prints, side by side in one run (repetitions interleaved, medians):
+Prints, side by side in one run (repetitions interleaved, medians; ratios of process CPU time, which other jobs on
+a shared machine disturb far less than wall time; one intra-op thread by default, so CPU time is compute time):
   (a) a full DistillationTrainer step (hidden MSE + head-mean attention KL on the uniform map, logit KL and CE at
       masked positions, backward, AdamW step) against a bare teacher forward plus a bare student MLM training step;
   (b) the same step with and without the attention loss: time and peak memory;
@@ -11,7 +12,7 @@ Peak memory: the process's peak resident set size during the step (kernel VmHWM,
 before it: what the step adds on top of weights and optimizer state. The vocabulary is reduced to 8000 (the 250k embedding matrices would only add constant memory; the
 LM head runs on masked positions only either way).
 
-    python bench/distill_step.py [--reps 3] [--configs 128x4 512x2]
+    python bench/distill_step.py [--reps 3] [--configs 128x2 512x1] [--threads 1]
 """
 
 import argparse
@@ -58,16 +59,16 @@ def peak_rss_mb() -> float:
 _LIBC = ctypes.CDLL("libc.so.6")
 
 
-def measure(step) -> tuple[float, float]:
-    """(seconds, MB the step adds at its peak above the resident size before it)."""
+def measure(step) -> tuple[float, float, float]:
+    """(CPU seconds of this process, wall seconds, MB the step adds at its peak above the resident size before it)."""
     # Hand memory freed by earlier steps back to the OS, or this step would reuse it without raising the RSS.
     _LIBC.malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     before = rss_mb()
-    start = time.perf_counter()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     step()
-    seconds = time.perf_counter() - start
-    return seconds, peak_rss_mb() - before
+    cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
+    return cpu, wall, peak_rss_mb() - before
 
 
 def make_batch(batch, seq):
@@ -186,21 +187,22 @@ def run_config(batch, seq, reps, teacher, student, workdir):
         "distil step, no attention loss": trainer_step(no_attention, inputs),
         "distil step, eager maps": eager_maps_step(full, inputs),
     }
-    for step in variants.values():  # warm-up: allocates optimizer state, which later steps keep
-        step()
-    times = {name: [] for name in variants}
-    memory = {name: [] for name in variants}
+    for name in ("student step", "distil step", "distil step, no attention loss"):
+        variants[name]()  # warm-up: allocates the optimizer state, which later steps keep
     names = list(variants)
+    samples = {name: [] for name in names}
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate the order
-            seconds, megabytes = measure(variants[name])
-            times[name].append(seconds)
-            memory[name].append(megabytes)
-    median_time = {name: statistics.median(values) for name, values in times.items()}
-    median_memory = {name: statistics.median(values) for name, values in memory.items()}
+            samples[name].append(measure(variants[name]))
+    median_time, median_wall, median_memory = (
+        {name: statistics.median(sample[i] for sample in samples[name]) for name in names} for i in range(3)
+    )
     print(f"\n== seq {seq}, batch {batch}, {reps} interleaved repetitions (medians) ==")
     for name in names:
-        print(f"  {name:34s} {median_time[name]:8.2f} s   peak +{median_memory[name]:8.0f} MB")
+        print(
+            f"  {name:34s} {median_time[name]:8.2f} s CPU  {median_wall[name]:8.2f} s wall"
+            f"   peak +{median_memory[name]:6.0f} MB"
+        )
     bare = median_time["teacher forward"] + median_time["student step"]
     ratios = {
         "(a) distil step / (teacher fwd + student step)": median_time["distil step"] / bare,
@@ -223,8 +225,10 @@ def run_config(batch, seq, reps, teacher, student, workdir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--configs", nargs="+", default=["128x4", "512x2"], help="SEQxBATCH")
+    parser.add_argument("--configs", nargs="+", default=["128x2", "512x1"], help="SEQxBATCH")
+    parser.add_argument("--threads", type=int, default=1)
     options = parser.parse_args()
+    torch.set_num_threads(options.threads)
     torch.manual_seed(0)
     teacher = XLMRobertaForMaskedLM(config(24, 1024, 16))
     student = XLMRobertaForMaskedLM(config(12, 768, 12))
