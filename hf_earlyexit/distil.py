@@ -21,6 +21,7 @@ from .data.corpus import DEFAULT_CORPUS, load_distillation_corpus
 from .data.packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.student_init import compact_student, student_from_teacher_layers
+from .hub import HubPushError, push_to_hub
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,9 @@ def run_distillation(
     for p in partitions:
         done += steps[p]
         boundaries[done] = output_dir / f"partition-{p}"
+    # The Trainer would create the Hub repo at init; the finished folder is pushed once, at the end.
+    push, hub_model_id, hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
+    args.push_to_hub = False
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
@@ -226,6 +230,12 @@ def run_distillation(
     (output_dir / "distillation_args.json").write_text(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
     )
+    if push:
+        try:
+            push_to_hub(output_dir, hub_model_id or output_dir.name, token=hub_token)
+        except HubPushError as error:  # everything is saved; the message says how to push later
+            logger.error("%s", error)
+            summary["push_error"] = str(error)
     return summary
 
 
