@@ -5,7 +5,7 @@ early-exit pipelines with ``transformers.pipeline``.
 """
 
 from .distillation import DistillationArguments, DistillationTrainer
-from .evaluation.flops import flops_per_example, mean_flops
+from .evaluation.flops import flops_per_example, flops_token_exit, mean_flops
 from .hub import EarlyExitCardData, HubPushError, create_model_card, push_to_hub
 from .modeling import (
     BertEarlyExitConfig,
@@ -50,6 +50,7 @@ __all__ = [
     "__version__",
     "create_model_card",
     "flops_per_example",
+    "flops_token_exit",
     "max_probability",
     "mean_flops",
     "normalized_entropy",
