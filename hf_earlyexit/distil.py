@@ -21,7 +21,7 @@ from .data.corpus import DEFAULT_CORPUS, load_distillation_corpus
 from .data.packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.student_init import compact_student, student_from_teacher_layers
-from .hub import HubPushError, push_to_hub
+from .hub import push_finished_folder, take_push_settings
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +181,7 @@ def run_distillation(
     for p in partitions:
         done += steps[p]
         boundaries[done] = output_dir / f"partition-{p}"
-    # The Trainer would create the Hub repo at init; the finished folder is pushed once, at the end.
-    push, hub_model_id, hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
-    args.push_to_hub = False
+    push, hub_model_id, hub_token = take_push_settings(args)
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
@@ -231,11 +229,7 @@ def run_distillation(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
     )
     if push:
-        try:
-            push_to_hub(output_dir, hub_model_id or output_dir.name, token=hub_token)
-        except HubPushError as error:  # everything is saved; the message says how to push later
-            logger.error("%s", error)
-            summary["push_error"] = str(error)
+        summary["push_error"] = push_finished_folder(output_dir, hub_model_id, hub_token)
     return summary
 
 

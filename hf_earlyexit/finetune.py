@@ -31,7 +31,7 @@ from .evaluation.plots import write_plots
 from .evaluation.report import write_report
 from .evaluation.results import build_results, save_results
 from .evaluation.sweep import DEFAULT_THRESHOLDS, evaluate_languages
-from .hub import HubPushError, create_model_card, push_to_hub
+from .hub import create_model_card, push_finished_folder, take_push_settings
 from .modeling import EARLY_EXIT_FAMILIES
 from .pipelines import save_pretrained_with_pipeline
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
@@ -241,9 +241,7 @@ def run_task(
         DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
     )
 
-    # The Trainer would create the Hub repo at init; pushing is done once, at the end, from the finished folder.
-    push, hub_model_id, hub_token = training_args.push_to_hub, training_args.hub_model_id, training_args.hub_token
-    training_args.push_to_hub = False
+    push, hub_model_id, hub_token = take_push_settings(training_args)
     trainer = EarlyExitTrainer(
         model=model,
         args=training_args,
@@ -303,9 +301,5 @@ def run_task(
     create_model_card(output_dir, results, recipe=distillation, repo_id=hub_model_id)
     logger.info("wrote model, results.json, report, plots and model card to %s", output_dir)
     if push:
-        try:
-            push_to_hub(output_dir, hub_model_id or output_dir.name, token=hub_token)
-        except HubPushError as error:  # everything is saved; the message says how to push later
-            logger.error("%s", error)
-            results["push_error"] = str(error)
+        results["push_error"] = push_finished_folder(output_dir, hub_model_id, hub_token)
     return results

@@ -8,6 +8,7 @@ depth and at the language's chosen exit threshold.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from .evaluation.results import RESULTS_FILENAME, load_results, validate_results
 CARD_FILENAME = "README.md"
 # The Trainer's own convention for what not to push: its resumable checkpoints and private scratch files.
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "_*")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -415,3 +418,25 @@ def push_to_hub(
             f"{push_command(repo_id, output_dir, private)}"
         )
         raise HubPushError(message) from None
+
+
+def take_push_settings(args) -> tuple[bool, str | None, str | None]:
+    """Take ``push_to_hub`` / ``hub_model_id`` / ``hub_token`` out of TrainingArguments before a Trainer is built.
+
+    The Trainer would create the Hub repo at init and push checkpoints while training; the example scripts push
+    the finished folder once, at the end, with ``push_finished_folder``."""
+    settings = (args.push_to_hub, args.hub_model_id, args.hub_token)
+    args.push_to_hub = False
+    return settings
+
+
+def push_finished_folder(output_dir: str | Path, repo_id: str | None, token: str | None = None) -> str | None:
+    """Push ``output_dir`` to ``repo_id`` (default: the folder's name); on failure log and return the one-line
+    ``HubPushError`` message (everything stays saved; it says how to push later), else None."""
+    output_dir = Path(output_dir)
+    try:
+        push_to_hub(output_dir, repo_id or output_dir.name, token=token)
+    except HubPushError as error:
+        logger.error("%s", error)
+        return str(error)
+    return None
