@@ -8,8 +8,9 @@ a shared machine disturb far less than wall time; one intra-op thread by default
   (c) peak memory against the eager way of getting maps (eager attention, output_attentions=True on both models).
 
 Peak memory: the process's peak resident set size during the step (kernel VmHWM, reset before each step by writing
-5 to /proc/self/clear_refs, after malloc_trim has returned freed heap memory to the OS) minus the resident size just
-before it: what the step adds on top of weights and optimizer state. The vocabulary is reduced to 8000 (the 250k embedding matrices would only add constant memory; the
+5 to /proc/self/clear_refs, after malloc_trim has returned freed heap memory to the OS; blocks of 1 MiB and more are
+mmapped, see serve_large_blocks_by_mmap) minus the resident size just before it: what the step adds on top of
+weights and optimizer state. The vocabulary is reduced to 8000 (the 250k embedding matrices would only add constant memory; the
 LM head runs on masked positions only either way).
 
     python bench/distill_step.py [--reps 3] [--configs 128x2 512x1] [--threads 1]
@@ -57,6 +58,14 @@ def peak_rss_mb() -> float:
 
 
 _LIBC = ctypes.CDLL("libc.so.6")
+_M_MMAP_THRESHOLD = -3
+
+
+def serve_large_blocks_by_mmap() -> None:
+    """Fix glibc's mmap threshold at 1 MiB. Otherwise it rises to the size of the largest block freed (up to 32 MiB),
+    later blocks below it come from the heap and fragment it, and the peak RSS then depends on the order in which
+    variants ran rather than on the tensors each step holds."""
+    _LIBC.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 def measure(step) -> tuple[float, float, float]:
@@ -229,6 +238,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
+    serve_large_blocks_by_mmap()
     torch.manual_seed(0)
     teacher = XLMRobertaForMaskedLM(config(24, 1024, 16))
     student = XLMRobertaForMaskedLM(config(12, 768, 12))

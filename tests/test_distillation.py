@@ -8,13 +8,14 @@ from distill_helpers import as_dataset, mlm_batch, tiny_config, tiny_pair
 from transformers import BertForMaskedLM, HfArgumentParser, PreTrainedTokenizerFast, XLMRobertaForMaskedLM
 
 from hf_earlyexit.distillation import DistillationArguments, DistillationTrainer, resolve_layer_map
-from hf_earlyexit.distillation.capture import EncoderCapture, attention_log_probs
+from hf_earlyexit.distillation.capture import EncoderCapture, attention_log_probs, head_mean_log_probs
 from hf_earlyexit.distillation.losses import (
     attention_kl_head_mean,
     attention_mse_head_mean,
     attention_relation,
     hidden_cosine,
     hidden_mse,
+    log_head_mean,
     logits_kl,
     logits_mse,
 )
@@ -145,6 +146,11 @@ def test_recomputed_probs_equal_eager_attention(family):
         assert probs[1, :, :, -2:].abs().max() == 0  # padded keys get no attention
     for layer in (0, 1, 3):
         torch.testing.assert_close(capture.hidden[layer], outputs.hidden_states[layer])
+    q, k, mask = capture.qkv[3]["query"], capture.qkv[3]["key"], batch["attention_mask"]
+    fast = head_mean_log_probs(q, k, 4, mask)  # the trainer's path: fewer passes over the per-head maps
+    exact = log_head_mean(attention_log_probs(q, k, 4, mask))
+    valid = mask.bool()[:, None, None, :].expand_as(fast)
+    torch.testing.assert_close(fast[valid], exact[valid], atol=1e-5, rtol=1e-5)
     assert sorted(capture.qkv) == [1, 3]  # only mapped layers are held
 
 

@@ -60,19 +60,34 @@ def attention_heads(model: nn.Module) -> int:
     return model.config.num_attention_heads
 
 
-def attention_log_probs(
-    query: torch.Tensor, key: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Attention log-probabilities (batch, heads, seq, seq) from query/key projections (batch, seq, width), as the
-    model's own attention computes them (scaled dot product, padding keys masked), in float32."""
+def _attention_scores(query, key, num_heads, mask):
     batch, seq, width = query.shape
     head_dim = width // num_heads
     q = query.view(batch, seq, num_heads, head_dim).transpose(1, 2)
     k = key.view(batch, key.shape[1], num_heads, head_dim).transpose(1, 2)
     scores = (q @ k.transpose(-1, -2)).float() * head_dim**-0.5
-    if mask is not None:
+    if mask is not None and not bool(mask.all()):
         scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
-    return scores.log_softmax(-1)
+    return scores
+
+
+def attention_log_probs(
+    query: torch.Tensor, key: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Attention log-probabilities (batch, heads, seq, seq) from query/key projections (batch, seq, width), as the
+    model's own attention computes them (scaled dot product, padding keys masked), in float32."""
+    return _attention_scores(query, key, num_heads, mask).log_softmax(-1)
+
+
+def head_mean_log_probs(
+    query: torch.Tensor, key: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log of the head-averaged attention distribution, (batch, 1, seq, seq): what the head-mean losses compare.
+
+    Equal to `losses.log_head_mean(attention_log_probs(...))` but with fewer passes over the per-head maps, which
+    dominate the cost of the attention loss at long sequences."""
+    probs = _attention_scores(query, key, num_heads, mask).softmax(-1).mean(1, keepdim=True)
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
 def _first_tensor(output):

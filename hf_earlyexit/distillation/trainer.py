@@ -19,9 +19,9 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from .arguments import DistillationArguments
-from .capture import EncoderCapture, attention_heads, attention_log_probs, encoder_layers, encoder_layout
+from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout, head_mean_log_probs
 from .layer_maps import resolve_layer_map
-from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES, attention_relation, log_head_mean
+from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES, attention_relation
 from .module import DistillationModule, StepPlan, model_task, run_model
 from .projections import build_hidden_projections
 from .stages import check_selectors_fit, parse_stages, selected, stage_index_at
@@ -231,7 +231,7 @@ class DistillationTrainer(Trainer):
             if relation:
                 return tuple(projections[name] for name in plan.projections)
             # Keep only the head-averaged map: (batch, 1, seq, seq) instead of every head's.
-            return log_head_mean(attention_log_probs(projections["query"], projections["key"], heads, mask))
+            return head_mean_log_probs(projections["query"], projections["key"], heads, mask)
 
         capture = EncoderCapture(
             self.teacher,
@@ -257,7 +257,7 @@ class DistillationTrainer(Trainer):
             else:
 
                 def layer_loss(query, key, target=target):
-                    return self._attention_loss(attention_log_probs(query, key, heads, mask), target, mask)
+                    return self._attention_loss(head_mean_log_probs(query, key, heads, mask), target, mask)
 
             # Recomputed in backward: peak memory holds one layer's attention maps, not every mapped layer's.
             values.append(checkpoint(layer_loss, *student_qkv[s], use_reentrant=False))
