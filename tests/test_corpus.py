@@ -325,6 +325,21 @@ def test_language_column_in_mixed_parquet_and_jsonl(tmp_path):
     assert set(streamed[0][0]) == {"text", "lang"}
 
 
+def test_counting_pass_reads_an_unchanged_file_once(tmp_path, monkeypatch):
+    from hf_earlyexit.data import corpus
+
+    for lang in ("en", "sw"):
+        (tmp_path / f"{lang}.txt").write_text("\n".join(_lines(lang, 6)) + "\n")
+    counted = []
+    inspect = corpus._inspect_file
+    monkeypatch.setattr(corpus, "_inspect_file", lambda url, lang: counted.append(url) or inspect(url, lang))
+    assert plan_corpus(str(tmp_path), num_partitions=2).rows == {"en": 6, "sw": 6}
+    assert plan_corpus(str(tmp_path), num_partitions=3).rows == {"en": 6, "sw": 6} and len(counted) == 2
+    with open(tmp_path / "en.txt", "a") as handle:  # a changed file is counted again
+        handle.write("one more\n")
+    assert plan_corpus(str(tmp_path), num_partitions=2).rows == {"en": 7, "sw": 6} and len(counted) == 3
+
+
 def test_streaming_false_holds_the_same_rows(tmp_path):
     for lang in ("en", "sw"):
         (tmp_path / f"{lang}.txt").write_text("\n".join(_lines(lang, 9)) + "\n")

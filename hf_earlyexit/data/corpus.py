@@ -6,7 +6,8 @@ the last dot-separated part of the file name (`en.txt`, `cc100.en.jsonl`, `rus.t
 code, else the nearest folder that does (`en/part-000.parquet`, `data/en/train-0.parquet`).
 
 Before anything is streamed, every file is read once to count its rows per language (parquet: footer plus the
-language column only) and to refuse bad input with one line naming the file and line. The counts make the
+language column only; a local file is counted once per process while unchanged) and to refuse bad input with one
+line naming the file and line. The counts make the
 partitions exact and cheap: partition p of a language with n rows is rows [floor(p n / P), floor((p+1) n / P)),
 and files wholly outside that range are never opened.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,7 +28,7 @@ import fsspec
 from datasets import Dataset, DatasetInfo, Features, IterableDataset, Value
 
 from .packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
-from .stream import CorpusStream
+from .stream import COMPRESSIONS, CorpusStream
 from .textfiles import count_lines, read_text
 
 __all__ = [
@@ -44,12 +46,12 @@ __all__ = [
 DEFAULT_CORPUS = "xmli/filtered_cc100_27gb"
 CORPUS_FEATURES = Features({"text": Value("string"), "lang": Value("string")})
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 LANGUAGE_COLUMNS = ("lang", "language")
 # ISO 639-1/-3 codes and CC100's variants: en, rus, hi_rom, zh-Hans, my_zaw.
 LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})?")
 SAMPLINGS = ("proportional", "temperature")
 PROBABILITY_TOLERANCE = 1e-6
+_INSPECTED_FILES: dict[tuple, CorpusFile] = {}
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def plan_corpus(
     root, urls = _list_files(source)
     files_by_language: dict[str, list[CorpusFile]] = {}
     for url in urls:
-        corpus_file = _inspect_file(url, _language_from_path(root, url))
+        corpus_file = _inspect_file_once(url, _language_from_path(root, url))
         for lang in corpus_file.rows_by_language:
             files_by_language.setdefault(lang, []).append(corpus_file)
     files_by_language = dict(sorted(files_by_language.items()))
@@ -264,6 +266,21 @@ def _language_from_path(root: str, url: str) -> str | None:
     stem = _strip_suffixes(relative.name)[0]
     candidates = [stem.rsplit(".", 1)[-1], *reversed(relative.parent.parts)]
     return next((name for name in candidates if LANGUAGE_CODE.fullmatch(name)), None)
+
+
+def _inspect_file_once(url: str, path_language: str | None) -> CorpusFile:
+    """`_inspect_file`, remembered for a local file while its size and modification time stay the same.
+
+    The counting pass reads the whole corpus, and run_distil loads each partition separately: without this, a
+    5-partition run would read a 27 GB corpus five times before training. Hub files are counted every time.
+    """
+    if "://" in url:
+        return _inspect_file(url, path_language)
+    stat = os.stat(url)
+    key = (url, stat.st_size, stat.st_mtime_ns, path_language)
+    if key not in _INSPECTED_FILES:
+        _INSPECTED_FILES[key] = _inspect_file(url, path_language)
+    return _INSPECTED_FILES[key]
 
 
 def _inspect_file(url: str, path_language: str | None) -> CorpusFile:

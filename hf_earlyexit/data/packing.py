@@ -24,15 +24,17 @@ def pack_for_mlm(dataset, tokenizer, block_size: int, batch_size: int = 1000):
         raise ValueError(f"block_size={block_size!r}: expected an int >= 2")
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: expected a tokenizers-backed one")
-    special_ids = np.array(sorted(tokenizer.all_special_ids))
+    is_special = np.zeros(max(len(tokenizer), *tokenizer.all_special_ids) + 1, dtype=np.int8)
+    is_special[tokenizer.all_special_ids] = 1
 
     def pack(batch):
         ids = tokenizer(batch["text"], add_special_tokens=True, return_attention_mask=False)["input_ids"]
-        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32)
-        blocks = flat[: len(flat) // block_size * block_size].reshape(-1, block_size)
+        flat = list(chain.from_iterable(ids))
+        kept = len(flat) // block_size * block_size
+        # Plain list slices for the ids (they leave as lists anyway); numpy only for the mask lookup.
         return {
-            "input_ids": blocks.tolist(),
-            "special_tokens_mask": np.isin(blocks, special_ids).astype(np.int8).tolist(),
+            "input_ids": [flat[start : start + block_size] for start in range(0, kept, block_size)],
+            "special_tokens_mask": is_special[np.array(flat[:kept], dtype=np.int64)].reshape(-1, block_size).tolist(),
         }
 
     return dataset.map(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from copy import copy
-from itertools import islice
+from itertools import chain
 
 import fsspec
 import numpy as np
@@ -27,8 +27,9 @@ import pyarrow.compute as pc
 from datasets.iterable_dataset import _BaseExamplesIterable
 
 CHUNK_ROWS = 4096  # languages drawn per RNG call; any value gives the same distribution, not the same stream
-READ_CHARS = 1 << 20
+READ_CHARS = 1 << 14  # read-ahead per language: a partition starting at a file's start reads little past its end
 PARQUET_BATCH_ROWS = 1 << 16
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")  # the suffixes fsspec's compression="infer" knows
 # numpy's multivariate_hypergeometric(method="marginals") refuses larger populations.
 MAX_PROPORTIONAL_ROWS = 10**9
 
@@ -97,7 +98,13 @@ class CorpusStream(_BaseExamplesIterable):
         state = self._state_dict if self._state_dict is not None else self._init_state_dict()
         for index in range(state["partition_index"], len(self.partitions)):
             state["partition_index"] = index
-            yield from self._partition_rows(self.partitions[index], state)
+            row = state["rows"]
+            # The only per-row work: everything else happens once per chunk of rows.
+            for texts, langs in self._row_chunks(self.partitions[index], row):
+                for text, lang in zip(texts, langs):
+                    row += 1
+                    state["rows"] = row  # before the yield: a state read after receiving a row resumes at the next
+                    yield row, {"text": text, "lang": lang}
             state["rows"] = 0
 
     def language_orders(self, partition: int) -> Iterator[np.ndarray]:
@@ -123,10 +130,10 @@ class CorpusStream(_BaseExamplesIterable):
                 left -= size
                 yield rng.choice(len(p), size=size, p=p / p.sum()).astype(np.int32)
 
-    def _partition_rows(self, partition: int, state: dict) -> Iterator[tuple[int, dict]]:
+    def _row_chunks(self, partition: int, first_row: int) -> Iterator[tuple[list[str], list[str]]]:
+        """(texts, languages) of the partition's rows from `first_row` on, chunk by chunk."""
         plan = self.plan
         num_languages = len(plan.languages)
-        first_row = state["rows"]
         orders = self.language_orders(partition)
         # Replay the draws (no reading) up to the resume row: that gives each language's position in its slice.
         consumed = np.zeros(num_languages, dtype=np.int64)
@@ -142,88 +149,119 @@ class CorpusStream(_BaseExamplesIterable):
         order = order[first_row - chunk_start :]
         cycle = plan.sampling != "proportional"
         readers = [
-            _slice_texts(plan.files[lang], lang, *plan.bounds(lang, partition), int(consumed[i]), cycle)
+            _LanguageReader(plan.files[lang], lang, *plan.bounds(lang, partition), int(consumed[i]), cycle)
             for i, lang in enumerate(plan.languages)
         ]
-        row = first_row
         while order is not None:
             counts = np.bincount(order, minlength=num_languages)
             texts = np.empty(len(order), dtype=object)
             # Rows of each language, read in bulk, put where the draw placed that language.
-            texts[np.argsort(order, kind="stable")] = [
-                text for i in np.flatnonzero(counts) for text in islice(readers[i], int(counts[i]))
-            ]
-            for text, lang in zip(texts.tolist(), self.language_names[order].tolist()):
-                row += 1
-                state["rows"] = row  # before the yield: a state read after receiving a row resumes at the next
-                yield row - 1, {"text": text, "lang": lang}
+            texts[np.argsort(order, kind="stable")] = list(
+                chain.from_iterable(readers[i].take(int(counts[i])) for i in np.flatnonzero(counts))
+            )
+            yield texts.tolist(), self.language_names[order].tolist()
             order = next(orders, None)
 
 
-def _slice_texts(files, lang: str, start: int, stop: int, first: int, cycle: bool) -> Iterator[str]:
+class _LanguageReader:
+    """Texts of one language's partition slice, handed out in bulk: list slices, not one generator step per row."""
+
+    def __init__(self, files, lang: str, start: int, stop: int, first: int, cycle: bool):
+        self._chunks = _slice_chunks(files, lang, start, stop, first, cycle)
+        self._buffer: list[str] = []
+        self._index = 0
+
+    def take(self, count: int) -> list[str]:
+        texts = self._buffer[self._index : self._index + count]
+        self._index += len(texts)
+        while len(texts) < count:
+            self._buffer, self._index = next(self._chunks), 0
+            more = self._buffer[: count - len(texts)]
+            self._index = len(more)
+            texts += more
+        return texts
+
+
+def _slice_chunks(files, lang: str, start: int, stop: int, first: int, cycle: bool) -> Iterator[list[str]]:
     """Texts of `lang` from row start + first to stop (its partition slice); with `cycle`, then the slice again."""
     position = start + (first % (stop - start) if cycle else first)
     while True:
-        yield from _language_texts(files, lang, position, stop)
+        yield from _language_chunks(files, lang, position, stop)
         if not cycle:
             return
         position = start
 
 
-def _language_texts(files, lang: str, begin: int, end: int) -> Iterator[str]:
+def _language_chunks(files, lang: str, begin: int, end: int) -> Iterator[list[str]]:
     """Rows [begin, end) of `lang` across its files in stream order; files outside the range are not opened."""
     offset = 0
     for corpus_file in files:
         rows = corpus_file.rows_by_language[lang]
         if offset + rows > begin and offset < end:
-            skip = max(begin - offset, 0)
-            yield from islice(_file_texts(corpus_file, lang), skip, min(end, offset + rows) - offset)
+            skip, keep = max(begin - offset, 0), min(end, offset + rows) - offset
+            for chunk in _file_chunks(corpus_file, lang):
+                # `skip` and `keep` count rows of this file from the current chunk on.
+                if skip < len(chunk) and keep > 0:
+                    yield chunk[skip:keep]
+                skip, keep = max(skip - len(chunk), 0), keep - len(chunk)
+                if keep <= 0:
+                    break
         offset += rows
         if offset >= end:
             return
 
 
-def _file_texts(corpus_file, lang: str) -> Iterator[str]:
-    """Texts of `lang` in one file, in file order, exactly the rows the counting pass counted."""
+def _file_chunks(corpus_file, lang: str) -> Iterator[list[str]]:
+    """Texts of `lang` in one file, in file order and in chunks, exactly the rows the counting pass counted."""
     if corpus_file.builder == "text":
-        yield from _text_lines(corpus_file.url)
+        yield from _text_line_chunks(corpus_file.url)
     elif corpus_file.builder == "parquet":
-        yield from _parquet_texts(corpus_file.url, corpus_file.language_column, lang)
+        yield from _parquet_text_chunks(corpus_file.url, corpus_file.language_column, lang)
     else:
         column = corpus_file.language_column
-        for record in _json_records(corpus_file.url):
-            if column is None or record[column] == lang:
-                yield record["text"]
+        for records in _json_record_chunks(corpus_file.url):
+            yield [record["text"] for record in records if column is None or record[column] == lang]
 
 
-def _text_lines(url: str) -> Iterator[str]:
+def _text_line_chunks(url: str) -> Iterator[list[str]]:
     """Lines as `count_lines` counts them: universal newlines, a last line without newline counts."""
-    with fsspec.open(url, "rt", encoding="utf-8", newline=None, compression="infer") as handle:
+    with _open_text(url) as handle:
         pending = ""
         while chunk := handle.read(READ_CHARS):
             lines = (pending + chunk).split("\n")
             pending = lines.pop()
-            yield from lines
+            yield lines
         if pending:
-            yield pending
+            yield [pending]
 
 
-def _json_records(url: str) -> Iterator[dict]:
+def _open_text(url: str):
+    # Universal newlines, as the "text" builder and count_lines read them; fsspec only where it is needed (its
+    # open costs about as much as reading a short file).
+    if "://" in url or url.endswith(COMPRESSIONS):
+        return fsspec.open(url, "rt", encoding="utf-8", newline=None, compression="infer")
+    return open(url, encoding="utf-8", newline=None)
+
+
+def _json_record_chunks(url: str) -> Iterator[list[dict]]:
     """Objects of a JSON-lines file (blank lines skipped) or of a JSON array file, as the counting pass reads them."""
-    lines = _text_lines(url)
-    first = next((line for line in lines if line.strip()), None)
-    if first is None:
+    chunks = _text_line_chunks(url)
+    seen: list[str] = []
+    for lines in chunks:
+        first = next((line for line in lines if line.strip()), None)
+        if first is None:
+            seen += lines
+            continue
+        if first.lstrip().startswith("["):
+            yield json.loads("\n".join(seen + lines + [line for more in chunks for line in more]))
+            return
+        yield [json.loads(line) for line in lines if line.strip()]
+        for lines in chunks:
+            yield [json.loads(line) for line in lines if line.strip()]
         return
-    if first.lstrip().startswith("["):
-        yield from json.loads("\n".join([first, *lines]))
-        return
-    yield json.loads(first)
-    for line in lines:
-        if line.strip():
-            yield json.loads(line)
 
 
-def _parquet_texts(url: str, language_column: str | None, lang: str) -> Iterator[str]:
+def _parquet_text_chunks(url: str, language_column: str | None, lang: str) -> Iterator[list[str]]:
     import pyarrow.parquet as pq
 
     columns = ["text"] if language_column is None else ["text", language_column]
@@ -232,4 +270,4 @@ def _parquet_texts(url: str, language_column: str | None, lang: str) -> Iterator
             texts = batch.column(0)
             if language_column is not None:
                 texts = texts.filter(pc.equal(batch.column(1), lang))
-            yield from texts.to_pylist()
+            yield texts.to_pylist()
