@@ -19,6 +19,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainerCallback
 
 from .data.corpus import DEFAULT_CORPUS, load_distillation_corpus
 from .data.packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
+from .data.resume import StreamCheckpointCallback
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.student_init import compact_student, student_from_teacher_layers
 from .hub import push_finished_folder, take_push_settings
@@ -182,11 +183,18 @@ def run_distillation(
         done += steps[p]
         boundaries[done] = output_dir / f"partition-{p}"
     push, hub_model_id, hub_token = take_push_settings(args)
+    # Exact, cheap resume: the stream position is saved with every checkpoint and restored directly, so nothing
+    # is re-read or skipped (the Trainer's default would replay the stream up to the checkpoint).
+    stream_callback = StreamCheckpointCallback(stream)
+    if args.resume_from_checkpoint:
+        stream_callback.load_checkpoint(args.resume_from_checkpoint)
+        args.ignore_data_skip = True
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
         args=args,
-        train_dataset=stream,
+        callbacks=[stream_callback],
+        train_dataset=stream_callback.stream,
         data_collator=mlm_data_collator(tokenizer, corpus_args.mlm_probability, seed=args.seed),
         processing_class=tokenizer,
     )

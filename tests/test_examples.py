@@ -196,3 +196,22 @@ def test_real_recipe_configs_parse(name, tmp_path):
     else:
         model_args, data_args, _, _ = parsed
         assert data_args.eval_languages == LANGUAGES and data_args.data_dir is None  # the Hub datasets
+
+
+@pytest.mark.slow
+def test_run_distil_checkpoints_carry_the_stream_position_and_resume(teacher, tmp_path):
+    run_distil = load_example("run_distil")
+    common = [str(DEMO / "distil.yaml"), "--teacher_name_or_path", str(teacher), "--block_size", "32",
+              "--partitions", "0", "1", "--disable_tqdm", "true", "--save_strategy", "steps", "--save_steps", "5"]  # fmt: skip
+    first = run_distil.main([*common, "--output_dir", str(tmp_path / "a")])
+    total = sum(p["steps"] for p in first["partitions"])
+    checkpoint = tmp_path / "a" / "checkpoint-5"
+    state = json.loads((checkpoint / "stream_state.json").read_text())
+    assert state["epoch"] == 0 and state["dataset"]  # the position of the 40th block, saved with the checkpoint
+    resumed = run_distil.main(
+        [*common, "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", str(checkpoint)]
+    )
+    assert [p["steps"] for p in resumed["partitions"]] == [p["steps"] for p in first["partitions"]]
+    trainer_state = json.loads((tmp_path / "b" / f"checkpoint-{total}" / "trainer_state.json").read_text())
+    assert trainer_state["global_step"] == total
+    assert (tmp_path / "b" / "partition-1" / "model.safetensors").is_file()
