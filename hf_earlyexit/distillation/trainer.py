@@ -18,6 +18,7 @@ from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
+from ..training.component_log import ComponentAverager
 from .arguments import DistillationArguments
 from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout, head_mean_log_probs
 from .layer_maps import resolve_layer_map
@@ -163,8 +164,7 @@ class DistillationTrainer(Trainer):
         self._trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
         self._stage_applied: int | None = None
         self._accumulated_counts: dict[str, torch.Tensor] | None = None
-        self._log_sums: dict[str, torch.Tensor] = {}
-        self._log_weights: dict[str, torch.Tensor] = {}
+        self._components = ComponentAverager()
 
     @property
     def student(self) -> nn.Module:
@@ -307,8 +307,7 @@ class DistillationTrainer(Trainer):
             scale = self._scale(name, counts, training)
             loss = loss + weights[name] * value * scale
             if training:
-                self._log_sums[name] = self._log_sums.get(name, 0.0) + value.detach().float() * scale
-                self._log_weights[name] = self._log_weights.get(name, 0.0) + torch.as_tensor(scale).float()
+                self._components.add(name, value * scale, scale)
         return (loss, {"logits": outputs["logits"]}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -321,18 +320,9 @@ class DistillationTrainer(Trainer):
         return loss.detach(), outputs["logits"], inputs.get("labels")
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._log_sums:
-            # Every process reaches this log (the Trainer gathers `loss` here too), so the reduce is safe.
-            names = sorted(self._log_sums)
-            device = self.args.device
-            totals = torch.stack(
-                [torch.stack([self._log_sums[n].to(device), self._log_weights[n].to(device)]) for n in names]
-            )
-            if self.accelerator.num_processes > 1:
-                totals = self.accelerator.reduce(totals, reduction="sum")
-            for name, (total, weight) in zip(names, totals.tolist()):
-                logs[f"loss/{name}"] = total / weight if weight > 0 else 0.0
-            self._log_sums, self._log_weights = {}, {}
+        if "loss" in logs:
+            # Training logs only (they carry `loss`); every process reaches them, so the reduce inside is safe.
+            logs.update(self._components.pop_means(self.accelerator, self.args.device))
         super().log(logs, start_time)
 
     # ---- columns ----
