@@ -74,3 +74,16 @@ def test_compact_student_rejects_wider_or_indivisible():
         compact_student(teacher, hidden_size=128)
     with pytest.raises(ValueError, match="num_attention_heads=3 does not divide hidden_size=16"):
         compact_student(teacher, hidden_size=16, num_attention_heads=3)
+
+
+def test_layer_subset_of_a_bare_encoder_takes_the_requested_layers():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    teacher = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                   intermediate_size=32)).eval()  # fmt: skip
+    student = student_from_teacher_layers(teacher, [2, 4])
+    for new, old in ((0, 1), (1, 3)):
+        assert torch.equal(
+            student.encoder.layer[new].output.dense.weight, teacher.encoder.layer[old].output.dense.weight
+        )

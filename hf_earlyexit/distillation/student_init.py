@@ -15,7 +15,9 @@ from .capture import encoder_layout
 
 
 def _layer_prefix(model: nn.Module) -> str:
-    return f"{model.base_model_prefix}.{encoder_layout(model).layers}."
+    # A bare encoder (BertModel, XLMRobertaModel) is its own base model: its weight names carry no prefix.
+    prefix = "" if model.base_model is model else f"{model.base_model_prefix}."
+    return f"{prefix}{encoder_layout(model).layers}."
 
 
 def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Module:
@@ -30,6 +32,10 @@ def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Mod
     prefix = _layer_prefix(teacher)
     source_of = {str(new): str(old - 1) for new, old in enumerate(layers)}
     teacher_state = teacher.state_dict()
+    if not any(key.startswith(prefix) for key in teacher_state):
+        raise ValueError(
+            f"no teacher weight is named {prefix}<n>.*; cannot find the layers of {type(teacher).__name__}"
+        )
     state = {}
     for key in student.state_dict():
         source = key
