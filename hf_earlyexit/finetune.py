@@ -58,28 +58,24 @@ class ModelArguments:
         },
     )
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to model_name_or_path"})
+    # Exit fields left at None keep the checkpoint's own values (an early-exit checkpoint) or the config defaults.
     exit_layers: list[int] | None = field(default=None, metadata={"help": "1-based exit layers; default every layer"})
-    exit_criterion: str = field(default="entropy", metadata={"help": "entropy | patience | max_prob"})
-    exit_patience: int = field(default=1, metadata={"help": "PABEE patience for the patience criterion"})
+    exit_criterion: str | None = field(default=None, metadata={"help": "entropy (default) | patience | max_prob"})
+    exit_patience: int | None = field(default=None, metadata={"help": "PABEE patience for the patience criterion"})
     exit_head: str | None = field(default=None, metadata={"help": "pooler | linear; default per task"})
-    exit_granularity: str = field(default="sequence", metadata={"help": "sequence | token (token classification)"})
-    exit_window: int = field(default=1, metadata={"help": "token granularity: neighbour window of the criterion"})
+    exit_granularity: str | None = field(
+        default=None, metadata={"help": "sequence (default) | token (token classification)"}
+    )
+    exit_window: int | None = field(default=None, metadata={"help": "token granularity: neighbour window"})
     random_weights: bool = field(
         default=False,
         metadata={"help": "The model descends from random weights (the demo): results are labelled as mechanics"},
     )
 
     def exit_overrides(self) -> dict[str, Any]:
-        overrides = {
-            "exit_criterion": self.exit_criterion,
-            "exit_patience": self.exit_patience,
-            "exit_head": self.exit_head,
-            "exit_granularity": self.exit_granularity,
-            "exit_window": self.exit_window,
-        }
-        if self.exit_layers is not None:
-            overrides["exit_layers"] = list(self.exit_layers)
-        return overrides
+        """The exit fields given by the user; the others stay as the checkpoint or the config defaults have them."""
+        names = ("exit_layers", "exit_criterion", "exit_patience", "exit_head", "exit_granularity", "exit_window")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 @dataclass
@@ -223,7 +219,7 @@ def run_task(
     """Train, evaluate and write everything into ``training_args.output_dir``; returns results.json's content
     (None on processes other than the main one)."""
     spec = TASKS[task]
-    if spec["token_level"] is False and model_args.exit_granularity != "sequence":
+    if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
         raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
     train_raw, eval_raw = load_task_data(task, data_args)
     distillation = None
@@ -264,7 +260,7 @@ def run_task(
         max_drop=sweep_args.max_drop,
         batch_size=training_args.per_device_eval_batch_size,
         compare_token_exit=spec["token_level"]
-        and model_args.exit_granularity == "sequence"
+        and model.config.exit_granularity == "sequence"
         and sweep_args.compare_token_exit,
     )
     efficiency = None

@@ -215,3 +215,22 @@ def test_run_distil_checkpoints_carry_the_stream_position_and_resume(teacher, tm
     trainer_state = json.loads((tmp_path / "b" / f"checkpoint-{total}" / "trainer_state.json").read_text())
     assert trainer_state["global_step"] == total
     assert (tmp_path / "b" / "partition-1" / "model.safetensors").is_file()
+
+
+def test_an_early_exit_checkpoint_keeps_its_own_exit_settings_unless_a_flag_changes_them(tmp_path):
+    from hf_earlyexit import XLMRobertaEarlyExitConfig, XLMRobertaForEarlyExit
+    from hf_earlyexit.data.tasks import XNLI_LABELS
+    from hf_earlyexit.finetune import ModelArguments, load_early_exit_model
+
+    config = XLMRobertaEarlyExitConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=32, num_labels=3, exit_head="linear",
+                                       exit_criterion="max_prob")  # fmt: skip
+    saved = XLMRobertaForEarlyExit(config)
+    saved.save_pretrained(tmp_path)
+    loaded = load_early_exit_model(str(tmp_path), False, XNLI_LABELS, ModelArguments().exit_overrides())
+    assert loaded.config.exit_head == "linear" and loaded.config.exit_criterion == "max_prob"
+    assert torch.equal(loaded.exit_heads[0].out_proj.weight, saved.exit_heads[0].out_proj.weight)  # not re-initialised
+    changed = load_early_exit_model(
+        str(tmp_path), False, XNLI_LABELS, ModelArguments(exit_criterion="entropy").exit_overrides()
+    )
+    assert changed.config.exit_criterion == "entropy" and changed.config.exit_head == "linear"
