@@ -29,7 +29,7 @@ class EarlyExitConfigMixin:
             layer) and ``"linear"`` for tokens (a per-token dense would cost ~8% of a layer at 128 tokens).
         exit_loss_weights: weights of the joint loss over exits: ``"linear"`` (PABEE: weight = layer number),
             ``"uniform"``, or an explicit list of one non-negative float per exit.
-        exit_granularity: ``"sequence"`` (a whole sequence leaves) or ``"token"`` (per-token exit, not built yet).
+        exit_granularity: ``"sequence"`` (a whole sequence leaves) or ``"token"`` (each token leaves on its own, token classification only; see ``token_exit.py``).
         exit_window: context window for per-token exit (token granularity), >= 1.
     """
 

@@ -202,10 +202,10 @@ class EarlyExitMixin:
         # Per-layer outputs of every example only exist when every example runs every layer.
         if self.training or output_exit_logits or output_hidden_states or kwargs.get("output_attentions"):
             output = self._forward_all_exits(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
-        elif forced is None and not any(exits_needing_heads(config.exit_criterion, thresholds)):
+        elif not self._may_exit_early(forced, thresholds):
             output = self._forward_full_depth(inputs, attention_mask, kwargs)
         elif token_granularity:
-            output = self._make_output(*forward_token_exit(self, inputs, attention_mask, thresholds, forced, kwargs))
+            output = self._make_output(*forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs))
         else:
             output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
 
@@ -227,6 +227,10 @@ class EarlyExitMixin:
                 f"exit_granularity='token' needs a token classification model, not {type(self).__name__}; "
                 "use 'sequence'"
             )
+
+    def _may_exit_early(self, forced, thresholds) -> bool:
+        """Whether any example can leave before the last layer (else the plain full-depth forward is the answer)."""
+        return forced is not None or any(exits_needing_heads(self.config.exit_criterion, thresholds))
 
     def _criterion_token_mask(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
         """Which tokens the criterion looks at (token classification: the real tokens); None for sequences."""
@@ -284,10 +288,8 @@ class EarlyExitMixin:
         if self.training:
             logits = exit_logits[-1]
             exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
-        elif config.exit_granularity == "token" and (
-            forced is not None or any(exits_needing_heads(config.exit_criterion, thresholds))
-        ):
-            logits, exit_layer = forward_token_exit(self, inputs, attention_mask, thresholds, forced, kwargs)
+        elif config.exit_granularity == "token" and self._may_exit_early(forced, thresholds):
+            logits, exit_layer = forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs)
         elif forced is not None:
             exit_index = torch.searchsorted(torch.tensor(config.exit_layers, device=forced.device), forced)
             logits, exit_layer = gather_exits(exit_logits, config.exit_layers, exit_index)

@@ -51,9 +51,9 @@ class ActiveTokens:
         rows = active.shape[0]
         flat_index = active.flatten().nonzero().squeeze(1)
         max_active = int(active.sum(dim=1).max()) if rows else 0
-        rank_in_row = active.long().cumsum(dim=1) - 1
         if flat_index.numel() == rows * max_active:
             return cls(flat_index, None, max_active)
+        rank_in_row = active.long().cumsum(dim=1) - 1
         slots = torch.arange(rows, device=active.device)[:, None] * max_active + rank_in_row
         return cls(flat_index, slots.flatten().index_select(0, flat_index), max_active)
 
@@ -125,19 +125,15 @@ def forced_token_layers(forced, exit_layers, batch: int, seq_len: int, device) -
     return forced
 
 
-def forward_token_exit(model, inputs, attention_mask, thresholds, forced, kwargs):
-    """The batched per-token exit path of ``EarlyExitMixin`` (eval). Returns ``(logits, exit_layer)``, both per
-    token; padding positions get zero logits and their row's deepest exit layer (they travelled with the row)."""
+def forward_token_exit(model, inputs, real, thresholds, forced, kwargs):
+    """The batched per-token exit path of ``EarlyExitMixin`` (eval); ``real`` ``(batch, seq)`` bool marks the real
+    tokens. Returns ``(logits, exit_layer)``, both per token; padding positions get zero logits and their row's
+    deepest exit layer (they travelled with the row)."""
     config = model.config
     backbone = model.base_model
     hidden = backbone.embeddings(**inputs)
     batch, seq_len = hidden.shape[:2]
     device = hidden.device
-    real = (
-        attention_mask.bool()
-        if attention_mask is not None and attention_mask.dim() == 2
-        else torch.ones(batch, seq_len, dtype=torch.bool, device=device)
-    )
     logits_out = hidden.new_zeros(batch * seq_len, config.num_labels)
     exit_layer_out = torch.full((batch * seq_len,), config.num_hidden_layers, dtype=torch.long, device=device)
     exit_of_layer = {layer: index for index, layer in enumerate(config.exit_layers[:-1])}
@@ -169,7 +165,7 @@ def forward_token_exit(model, inputs, attention_mask, thresholds, forced, kwargs
             leave = active & (forced == number)
         else:
             grid = head_logits.new_zeros(active.numel(), head_logits.shape[-1])
-            grid = grid.index_copy(0, packing.flat_index, head_logits).view(*active.shape, -1)
+            grid = grid.index_copy_(0, packing.flat_index, head_logits).view(*active.shape, -1)
             token_may_leave, state = may_leave(
                 config.exit_criterion, grid, thresholds[index], config.exit_patience, state
             )
