@@ -35,16 +35,18 @@ def _row_kl(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor, ma
         # Masked keys carry zero probability in both; filling their log-probs keeps -inf out of the arithmetic.
         teacher_log_probs = teacher_log_probs.masked_fill(~keys, 0.0)
         student_log_probs = student_log_probs.masked_fill(~keys, 0.0)
-    teacher_probs = teacher_log_probs.exp()
-    if keys is not None:
-        teacher_probs = teacher_probs.masked_fill(~keys, 0.0)
-    per_row = (teacher_probs * (teacher_log_probs - student_log_probs)).sum(-1).mean(1)
+    # Masked keys then contribute exp(0) * (0 - 0) = 0, so the probabilities need no mask of their own.
+    per_row = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1).mean(1)
     return masked_mean(per_row, mask)
 
 
 def log_head_mean(log_probs: torch.Tensor) -> torch.Tensor:
     """log of the head-averaged attention distribution, (batch, heads, q, k) -> (batch, 1, q, k)."""
     log_probs = log_probs.float()
+    if log_probs.shape[1] == 1:
+        # Already head-averaged (the trainer reduces maps with `capture.head_mean_log_probs`): logsumexp over one
+        # head is the identity, so skip its passes over the (seq, seq) maps in forward and backward.
+        return log_probs
     return torch.logsumexp(log_probs, dim=1, keepdim=True) - math.log(log_probs.shape[1])
 
 
