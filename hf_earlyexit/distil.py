@@ -160,7 +160,7 @@ def run_distillation(
     teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
     student = build_student(model_args, teacher)
 
-    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
     steps = {}
     for p in partitions:
@@ -178,10 +178,11 @@ def run_distillation(
     args.max_steps = sum(steps.values())
 
     output_dir = Path(args.output_dir)
+    partition_dirs = {p: output_dir / f"partition-{p}" for p in partitions}
     boundaries, done = {}, 0
     for p in partitions:
         done += steps[p]
-        boundaries[done] = output_dir / f"partition-{p}"
+        boundaries[done] = partition_dirs[p]
     push, hub_model_id, hub_token = take_push_settings(args)
     # Exact, cheap resume: the stream position is saved with every checkpoint and restored directly, so nothing
     # is re-read or skipped (the Trainer's default would replay the stream up to the checkpoint).
@@ -216,17 +217,17 @@ def run_distillation(
         "block_size": corpus_args.block_size,
         "partitions": [],
     }
+    if not trainer.is_world_process_zero():
+        return summary
     for p in partitions:
         entry = {
             "partition": p,
             "steps": steps[p],
-            "checkpoint": str(output_dir / f"partition-{p}"),
+            "checkpoint": str(partition_dirs[p]),
             "tokens_by_language": count_tokens_by_language(texts[p], tokenizer) if corpus_args.count_tokens else {},
             "metric_by_language": {},  # filled below when eval_task_config is set
         }
         summary["partitions"].append(entry)
-    if not trainer.is_world_process_zero():
-        return summary
     if corpus_args.eval_task_config:
         for entry in summary["partitions"]:
             entry["metric_by_language"] = evaluate_checkpoint(
