@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..modeling.early_exit import default_exit_head
+
 TASKS = ("sequence", "token")
 
 
@@ -41,6 +43,14 @@ def _task(config, task: str | None) -> str:
 
 def _exit_layers(config) -> list[int]:
     return list(getattr(config, "exit_layers", None) or [config.num_hidden_layers])
+
+
+def _check_exit_layers(name: str, layers: torch.Tensor, config) -> None:
+    allowed = torch.tensor(_exit_layers(config), dtype=layers.dtype)
+    outside = ~torch.isin(layers, allowed)
+    if bool(outside.any()):
+        bad = sorted(set(layers[outside].long().tolist()))
+        raise ValueError(f"{name} has layers {bad}; expected exit layers {_exit_layers(config)}")
 
 
 def layer_flops(config, seq_len):
@@ -62,16 +72,12 @@ def final_head_design(task: str) -> str:
     return "linear" if task == "token" else "pooler"
 
 
-def exit_head_design(config, task: str) -> str:
-    return getattr(config, "exit_head", None) or ("linear" if task == "token" else "pooler")
-
-
 def _flops(config, seq_len, exit_layer, task: str, include_exit_heads: bool):
     """Vectorised core: ``seq_len`` and ``exit_layer`` may be ints or broadcastable tensors."""
     depth = config.num_hidden_layers
     total = exit_layer * layer_flops(config, seq_len)
     if include_exit_heads:
-        per_exit = head_flops(config, seq_len, exit_head_design(config, task), task)
+        per_exit = head_flops(config, seq_len, default_exit_head(config, task == "token"), task)
         for layer in _exit_layers(config)[:-1]:
             total = total + per_exit * (exit_layer >= layer)
     return total + head_flops(config, seq_len, final_head_design(task), task) * (exit_layer == depth)
@@ -116,10 +122,7 @@ def mean_flops(
         )
     if lengths.numel() == 0:
         raise ValueError("mean_flops got no examples")
-    allowed = torch.tensor(_exit_layers(config), dtype=torch.float64)
-    if not bool(torch.isin(layers, allowed).all()):
-        bad = sorted(set(layers[~torch.isin(layers, allowed)].long().tolist()))
-        raise ValueError(f"exit_layers has layers {bad}; expected exit layers {allowed.long().tolist()}")
+    _check_exit_layers("exit_layers", layers, config)
     return float(_flops(config, lengths, layers, task, include_exit_heads).mean())
 
 
@@ -136,7 +139,7 @@ def _token_exit_flops(config, exit_layer: torch.Tensor, real: torch.Tensor, incl
     active_only = 2 * active * (2 * hidden * hidden + 2 * hidden * ffn) + 4 * active * tokens * hidden
     total = (key_value + active_only).sum(dim=1)
     if include_exit_heads:
-        per_token = head_flops(config, 1, exit_head_design(config, "token"), "token")
+        per_token = head_flops(config, 1, default_exit_head(config, per_token=True), "token")
         for layer in _exit_layers(config)[:-1]:
             total = total + per_token * active[:, layer - 1]
     return total + head_flops(config, 1, final_head_design("token"), "token") * active[:, depth - 1]
@@ -154,10 +157,7 @@ def flops_token_exit(
             f"token_exit_layers has {layers.numel()} entries for seq_len={seq_len}; expected one exit layer per "
             "real token (seq_len >= 1)"
         )
-    allowed = torch.tensor(_exit_layers(config))
-    if not bool(torch.isin(layers, allowed).all()):
-        bad = sorted(set(layers[~torch.isin(layers, allowed)].tolist()))
-        raise ValueError(f"token_exit_layers has layers {bad}; expected exit layers {allowed.tolist()}")
+    _check_exit_layers("token_exit_layers", layers, config)
     real = torch.ones(1, layers.numel(), dtype=torch.bool)
     return int(round(float(_token_exit_flops(config, layers[None], real, include_exit_heads)[0])))
 

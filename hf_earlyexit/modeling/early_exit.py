@@ -98,7 +98,8 @@ def classifier_dropout(config) -> float:
 
 
 def default_exit_head(config, per_token: bool) -> str:
-    return config.exit_head or ("linear" if per_token else "pooler")
+    # getattr: FLOPs accounting also asks this of plain encoder configs, which have no exit fields.
+    return getattr(config, "exit_head", None) or ("linear" if per_token else "pooler")
 
 
 def build_exit_heads(config, per_token: bool) -> nn.ModuleList:
