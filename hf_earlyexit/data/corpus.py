@@ -86,9 +86,7 @@ class CorpusPlan:
 
     def partition_rows(self, partition: int) -> dict[str, int]:
         """Rows of each language in a partition (its equal slice: global share kept to within one row)."""
-        return {
-            lang: stop - start for lang, (start, stop) in ((lang, self.bounds(lang, partition)) for lang in self.rows)
-        }
+        return {lang: stop - start for lang in self.rows for start, stop in [self.bounds(lang, partition)]}
 
     def probabilities(self, partition: int) -> dict[str, float]:
         if self.sampling == "proportional":
@@ -341,23 +339,22 @@ def _inspect_json(url: str):
                 raise ValueError(
                     f"{url}:{number}: malformed JSON ({error.msg}): expected one JSON object per line"
                 ) from None
-    columns = None
+    columns = language_column = None
     languages = []
     for number, record in numbered:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise ValueError(
                 f"{url}:{number}: expected a JSON object with a string 'text' field, got {str(record)[:60]!r}"
             )
-        if columns is None:
+        if columns is None:  # the first object names the columns
             columns = list(record)
-        language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+            language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
         if language_column is not None:
             if language_column not in record:
                 raise ValueError(f"{url}:{number}: missing column {language_column!r}: expected it on every row")
             languages.append(record[language_column])
     if columns is None:
         return None, 0, None
-    language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
     rows_by_language = _count_languages(url, languages, language_column) if language_column else None
     return columns, len(numbered), rows_by_language
 

@@ -112,7 +112,8 @@ class CorpusStream(_BaseExamplesIterable):
         plan = self.plan
         # One RNG per (seed, partition): partitions are not copies of each other's language order.
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, partition, *self.rng_shifts]))
-        sizes = np.array([stop - start for start, stop in (plan.bounds(lang, partition) for lang in plan.languages)])
+        partition_rows = plan.partition_rows(partition)
+        sizes = np.array([partition_rows[lang] for lang in plan.languages])
         left = int(sizes.sum())
         if plan.sampling == "proportional":
             remaining = sizes.copy()
