@@ -64,16 +64,25 @@ def _attention_pairs(args: DistillationArguments, hidden_pairs, student_layers: 
     return pairs
 
 
-def item_counts(inputs: dict, task: str) -> dict[str, torch.Tensor]:
-    """Items each loss component averages over in this batch (see `_COUNT_OF`)."""
-    input_ids = inputs.get("input_ids", inputs.get("inputs_embeds"))
+def token_mask(inputs: dict) -> torch.Tensor:
+    """The boolean attention mask of a batch; every position when the batch has none."""
     mask = inputs.get("attention_mask")
-    mask = torch.ones(input_ids.shape[:2], dtype=torch.bool, device=input_ids.device) if mask is None else mask.bool()
-    labels = inputs.get("labels")
+    if mask is not None:
+        return mask.bool()
+    reference = inputs.get("input_ids", inputs.get("inputs_embeds"))
+    return torch.ones(reference.shape[:2], dtype=torch.bool, device=reference.device)
+
+
+def _counts(mask: torch.Tensor, labels: torch.Tensor | None, rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
     label_count = (labels != -100).sum() if labels is not None else torch.zeros((), device=mask.device)
-    rows = logit_rows(task, labels, mask)
     row_count = rows.sum() if rows is not None else torch.tensor(mask.shape[0], device=mask.device)
     return {"tokens": mask.sum(), "rows": row_count, "labels": label_count}
+
+
+def item_counts(inputs: dict, task: str) -> dict[str, torch.Tensor]:
+    """Items each loss component averages over in this batch (see `_COUNT_OF`)."""
+    mask, labels = token_mask(inputs), inputs.get("labels")
+    return _counts(mask, labels, logit_rows(task, labels, mask))
 
 
 def _forward_parameters(model: nn.Module) -> list[str]:
@@ -267,10 +276,7 @@ class DistillationTrainer(Trainer):
         stage = self.stages[self.current_stage_index()]
         labels = inputs.get("labels")
         encoder_inputs = {name: inputs[name] for name in self._input_names if name in inputs}
-        mask = inputs.get("attention_mask")
-        reference = inputs.get("input_ids", inputs.get("inputs_embeds"))
-        mask = torch.ones(reference.shape[:2], dtype=torch.bool, device=reference.device) if mask is None else mask
-        mask = mask.bool()
+        mask = token_mask(inputs)
         active = [c for c in stage.losses if c != "ce" or labels is not None]
         rows = logit_rows(self.task, labels, mask)
         relation = self.args.attention_loss == "relation"
@@ -300,7 +306,7 @@ class DistillationTrainer(Trainer):
             components["ce"] = outputs["ce"]
 
         training = self.model.training
-        counts = item_counts(inputs, self.task)
+        counts = _counts(mask, labels, rows)
         weights = self.args.loss_weights()
         loss = 0.0
         for name, value in components.items():
