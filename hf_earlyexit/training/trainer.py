@@ -139,13 +139,13 @@ class EarlyExitTrainer(Trainer):
             self._accumulated_counts = totals
         return batch_samples, num_items_in_batch
 
-    def _denominators(self, inputs, training: bool) -> torch.Tensor:
+    def _denominators(self, local_counts: torch.Tensor, training: bool) -> torch.Tensor:
         if training and self._accumulated_counts is not None:
             # Global count / processes: DDP averages gradients over processes, so each process's share of the
             # global mean is scaled up by their number.
             counts = self._accumulated_counts / self.accelerator.num_processes
         else:
-            counts = self._item_counts(inputs)
+            counts = local_counts
         return counts.clamp_min(1.0)
 
     # ---- loss ----
@@ -164,8 +164,8 @@ class EarlyExitTrainer(Trainer):
         with self._exit_inputs_detached(plan.detach_exit_inputs):
             outputs = model(**inputs, output_exit_logits=True, return_dict=True)
         training = model.training
-        batch = {**inputs, "labels": labels}
-        local_counts, denominators = self._item_counts(batch), self._denominators(batch, training)
+        local_counts = self._item_counts({**inputs, "labels": labels})
+        denominators = self._denominators(local_counts, training)
         sums = self._component_sums(plan, outputs.exit_logits, labels, inputs.get("attention_mask"))
         means = {name: value / denominators[COUNT_OF[name]].to(value.device) for name, value in sums.items()}
         loss = self._combine(plan, means)
