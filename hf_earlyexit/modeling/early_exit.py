@@ -252,10 +252,9 @@ class EarlyExitMixin:
         if output.exit_logits is not None:
             weights = exit_loss_weights(self.config)
             total = sum(weights)
-            ce, count = None, None
-            for weight, logits in zip(weights, output.exit_logits):
-                exit_ce, count = self._ce_sum_and_count(logits, labels)
-                ce = exit_ce * (weight / total) if ce is None else ce + exit_ce * (weight / total)
+            sums_and_counts = [self._ce_sum_and_count(logits, labels) for logits in output.exit_logits]
+            ce = sum(exit_ce * (weight / total) for weight, (exit_ce, _) in zip(weights, sums_and_counts))
+            count = sums_and_counts[-1][1]  # the same labels at every exit
         else:
             ce, count = self._ce_sum_and_count(output.logits, labels)
         denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
