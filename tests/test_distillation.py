@@ -74,6 +74,16 @@ def test_loss_zero_for_identical_positive_otherwise(index):
     assert loss(student, teacher, _mask()).item() > 1e-3, name
 
 
+@pytest.mark.parametrize("loss", [attention_kl_head_mean, attention_mse_head_mean])
+def test_head_mean_losses_accept_maps_already_averaged_over_heads(loss):
+    # The trainer passes (batch, 1, seq, seq) maps from `head_mean_log_probs`; averaging them again must change nothing.
+    generator = torch.Generator().manual_seed(30)
+    student, teacher, mask = _attention(2, 3, 6, generator), _attention(2, 4, 6, generator), _mask()
+    averaged = loss(log_head_mean(student), log_head_mean(teacher), mask)
+    torch.testing.assert_close(averaged, loss(student, teacher, mask))
+    assert averaged.item() > 1e-3
+
+
 def _pad(x, extra, value=0.0):
     """Append `extra` padded positions to every sequence axis (tokens, and keys of attention maps)."""
     if isinstance(x, tuple):
