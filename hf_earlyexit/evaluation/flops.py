@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..modeling.criteria import check_exit_layers
 from ..modeling.early_exit import default_exit_head
 
 TASKS = ("sequence", "token")
@@ -43,14 +44,6 @@ def _task(config, task: str | None) -> str:
 
 def _exit_layers(config) -> list[int]:
     return list(getattr(config, "exit_layers", None) or [config.num_hidden_layers])
-
-
-def _check_exit_layers(name: str, layers: torch.Tensor, config) -> None:
-    allowed = torch.tensor(_exit_layers(config), dtype=layers.dtype)
-    outside = ~torch.isin(layers, allowed)
-    if bool(outside.any()):
-        bad = sorted(set(layers[outside].long().tolist()))
-        raise ValueError(f"{name} has layers {bad}; expected exit layers {_exit_layers(config)}")
 
 
 def layer_flops(config, seq_len):
@@ -122,7 +115,7 @@ def mean_flops(
         )
     if lengths.numel() == 0:
         raise ValueError("mean_flops got no examples")
-    _check_exit_layers("exit_layers", layers, config)
+    check_exit_layers("exit_layers", layers, _exit_layers(config))
     return float(_flops(config, lengths, layers, task, include_exit_heads).mean())
 
 
@@ -157,7 +150,7 @@ def flops_token_exit(
             f"token_exit_layers has {layers.numel()} entries for seq_len={seq_len}; expected one exit layer per "
             "real token (seq_len >= 1)"
         )
-    _check_exit_layers("token_exit_layers", layers, config)
+    check_exit_layers("token_exit_layers", layers, _exit_layers(config))
     real = torch.ones(1, layers.numel(), dtype=torch.bool)
     return int(round(float(_token_exit_flops(config, layers[None], real, include_exit_heads)[0])))
 

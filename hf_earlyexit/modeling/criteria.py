@@ -135,6 +135,15 @@ def exits_needing_heads(criterion: str, thresholds: Sequence[float]) -> list[boo
     return intermediate
 
 
+def check_exit_layers(name: str, layers: torch.Tensor, exit_layers: Sequence[int]) -> None:
+    """One-line ValueError naming the values of ``layers`` (any shape) that are not among ``exit_layers``."""
+    allowed = torch.tensor(list(exit_layers), dtype=layers.dtype, device=layers.device)
+    outside = ~torch.isin(layers, allowed)
+    if bool(outside.any()):
+        bad = sorted(set(layers[outside].long().tolist()))
+        raise ValueError(f"{name} has layers {bad}; expected exit layers {list(exit_layers)}")
+
+
 def per_exit_thresholds(threshold: float | Sequence[float], num_exits: int) -> list[float]:
     """One float per exit; raises a one-line ValueError for a negative value or a list of the wrong length."""
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):

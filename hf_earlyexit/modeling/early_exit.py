@@ -34,7 +34,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from .configuration_early_exit import exit_loss_weights
-from .criteria import exit_step, exits_needing_heads, gather_exits, per_exit_thresholds, select_exits
+from .criteria import check_exit_layers, exit_step, exits_needing_heads, gather_exits, per_exit_thresholds, select_exits
 from .token_exit import forced_token_layers, forward_token_exit
 
 
@@ -117,10 +117,7 @@ def forced_exit_index(forced_exit_layer, exit_layers: Sequence[int], batch: int,
         forced = forced.expand(batch)
     if forced.shape != (batch,):
         raise ValueError(f"forced_exit_layer has shape {tuple(forced.shape)}; expected an int or shape ({batch},)")
-    allowed = torch.tensor(list(exit_layers), device=device)
-    if not bool(torch.isin(forced, allowed).all()):
-        bad = sorted(set(forced.tolist()) - set(exit_layers))
-        raise ValueError(f"forced_exit_layer has layers {bad}; expected exit layers {list(exit_layers)}")
+    check_exit_layers("forced_exit_layer", forced, exit_layers)
     return forced
 
 

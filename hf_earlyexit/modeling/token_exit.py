@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .criteria import exits_needing_heads, may_leave, window_leaves
+from .criteria import check_exit_layers, exits_needing_heads, may_leave, window_leaves
 
 
 @dataclass
@@ -118,10 +118,7 @@ def forced_token_layers(forced, exit_layers, batch: int, seq_len: int, device) -
             f"forced_exit_layer has shape {tuple(forced.shape)}; expected an int, shape ({batch},) or "
             f"({batch}, {seq_len}) for token-level exit"
         )
-    allowed = torch.tensor(list(exit_layers), device=device)
-    if not bool(torch.isin(forced, allowed).all()):
-        bad = sorted(set(forced[~torch.isin(forced, allowed)].tolist()))
-        raise ValueError(f"forced_exit_layer has layers {bad}; expected exit layers {list(exit_layers)}")
+    check_exit_layers("forced_exit_layer", forced, exit_layers)
     return forced
 
 
