@@ -90,7 +90,9 @@ class ExitCheck:
 
 
 def is_token_model(model) -> bool:
-    return "TokenClassification" in type(model).__name__
+    # The early-exit model classes declare it (EarlyExitFor*ClassificationMixin.per_token), as the pipelines and
+    # the trainer read it.
+    return bool(getattr(model, "per_token", False))
 
 
 def exit_granularity(model) -> str:
@@ -124,6 +126,11 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _id2label(config) -> dict[int, str]:
+    # A config read back from JSON has string keys.
+    return {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+
+
 @torch.inference_mode()
 def collect_exit_logits(model, dataset, data_collator: Callable, batch_size: int = 32) -> ExitLogits:
     """Run the model once over `dataset` (already tokenized, with labels) and keep every exit's logits on CPU."""
@@ -149,14 +156,13 @@ def collect_exit_logits(model, dataset, data_collator: Callable, batch_size: int
     if not batches:
         raise ValueError("eval dataset is empty; expected at least one labelled example")
     config = model.config
-    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
     return ExitLogits(
         batches=batches,
         exit_layers=tuple(config.exit_layers),
         num_layers=config.num_hidden_layers,
         token_level=is_token_model(model),
         batch_size=batch_size,
-        id2label=id2label,
+        id2label=_id2label(config),
     )
 
 
@@ -284,8 +290,12 @@ def sweep_thresholds(
         "flops_per_example": full_flops,
     }
     rows = [_sweep_row(collected, config, t, flops, full_flops) for t in thresholds]
+    return _language_entry(collected.num_examples, full_depth, rows, max_drop)
+
+
+def _language_entry(num_examples: int, full_depth: dict, rows: list[dict], max_drop: float) -> dict[str, Any]:
     return {
-        "num_examples": collected.num_examples,
+        "num_examples": num_examples,
         "full_depth": full_depth,
         "sweep": rows,
         "chosen": choose_threshold(rows, full_depth["metric"], max_drop),
@@ -492,7 +502,7 @@ def sweep_token_exits(
     if not batches:
         raise ValueError("eval dataset is empty; expected at least one labelled example")
     config = model.config
-    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    id2label = _id2label(config)
     device = _model_device(model)
     labels = [gold for _, gold in batches]
     was_training = model.training
@@ -531,9 +541,4 @@ def sweep_token_exits(
         "mean_exit_layer": float(config.num_hidden_layers),
         "flops_per_example": full["flops_per_example"],
     }
-    return {
-        "num_examples": sum(len(gold) for gold in labels),
-        "full_depth": full_depth,
-        "sweep": rows,
-        "chosen": choose_threshold(rows, full_depth["metric"], max_drop),
-    }
+    return _language_entry(sum(len(gold) for gold in labels), full_depth, rows, max_drop)
