@@ -182,14 +182,18 @@ def decide_exits(collected: ExitLogits, config, threshold: float) -> ExitDecisio
         chosen_logits.append(logits)
         if exit_layer.dim() == 2:
             real = batch.attention_mask.bool()
-            # An example costs as deep as its deepest real token went.
-            example_layers.append(exit_layer.masked_fill(~real, 0).amax(dim=-1))
-            per_token_differs = bool((exit_layer.masked_fill(~real, 0) != example_layers[-1][:, None])[real].any())
+            example_layers.append(_deepest_real_layer(exit_layer, real))
+            per_token_differs = bool((exit_layer != example_layers[-1][:, None])[real].any())
             counted.append(exit_layer[real] if per_token_differs else example_layers[-1])
         else:
             example_layers.append(exit_layer)
             counted.append(exit_layer)
     return ExitDecisions(chosen_logits, example_layers, torch.cat(counted))
+
+
+def _deepest_real_layer(token_exit_layer: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(batch,) from (batch, seq): an example costs as deep as its deepest real token went."""
+    return token_exit_layer.masked_fill(~real, 0).amax(dim=-1)
 
 
 def compute_metric(collected: ExitLogits, predictions: Sequence[torch.Tensor]) -> float:
@@ -388,7 +392,7 @@ def verify_batched_exits(
             output = model(**{k: v.to(device) for k, v in inputs.items()}, exit_threshold=threshold)
             exit_layer = output.exit_layer.cpu()
             if exit_layer.dim() == 2:
-                exit_layer = exit_layer.masked_fill(~inputs["attention_mask"].bool(), 0).amax(dim=-1)
+                exit_layer = _deepest_real_layer(exit_layer, inputs["attention_mask"].bool())
             expected_layers = decisions.example_exit_layers[index]
             mismatched += int((exit_layer != expected_layers).sum())
             examples += len(expected_layers)
