@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import random
+import unicodedata
 from importlib import metadata
 from pathlib import Path
 
@@ -123,8 +124,11 @@ def test_the_tokenizer_is_xlmr_specials_template_and_normalisation(tokenizer, e5
     )
     assert pair == [0, *a, 2, 2, *c, 2]
     assert tokenizer.tokenize("Hello  world") == ["▁Hello", "▁world"]
-    # The file's map, not NFKC alone: Devanagari QA (U+0958) decomposes to KA + NUKTA, fullwidth Latin folds.
-    assert tokenizer.tokenize("\u0958") == tokenizer.tokenize("\u0915\u093c")
+    # The file's map, not NFKC: it composes nothing (Urdu alef + maddah stays two code points, as in the engine,
+    # where NFKC makes one) and turns zero-width spaces into spaces (NFKC keeps them); fullwidth Latin folds.
+    assert tokenizer.tokenize("\u0627\u0653\u067e") == ["▁ا", "ٓ", "پ"]
+    assert tokenizer.tokenize(unicodedata.normalize("NFKC", "\u0627\u0653\u067e")) == ["▁آپ"]
+    assert tokenizer.tokenize("मानना\u200bथा") == tokenizer.tokenize("मानना था")
     assert tokenizer.tokenize("ＡＢＣ") == tokenizer.tokenize("ABC")
     # Trailing whitespace: the engine (and tokenizer.json read by `tokenizers` itself) keeps a final "▁" piece;
     # transformers 5's XLMRobertaTokenizer rebuilds its pre-tokenizer with WhitespaceSplit and drops it, as
@@ -136,7 +140,9 @@ def test_the_tokenizer_is_xlmr_specials_template_and_normalisation(tokenizer, e5
 
 
 @pytest.mark.real_weights
-def test_the_engine_counts_a_trailing_space_that_transformers_drops(tokenizer, engine):
+def test_the_engine_agrees_where_nfkc_would_not_and_counts_a_trailing_space_transformers_drops(tokenizer, engine):
+    for text in ("\u0627\u0653\u067e \u06a9\u0627", "मानना \u200b\u200bथा", "न\u093cया"):
+        assert engine.token_count(text) == len(tokenizer(PREFIX + text)["input_ids"]), text
     text = "चुनौतियों के लिए\ufeff"
     assert engine.token_count(text) == len(tokenizer(PREFIX + text)["input_ids"]) + 1
     assert engine.token_count(text.rstrip("\ufeff")) == len(tokenizer(PREFIX + text)["input_ids"])
