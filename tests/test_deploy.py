@@ -360,3 +360,26 @@ def test_command_line_exports_a_folder_and_runs_it(model, tokenizer, tmp_path, c
     assert cli(["export", str(tmp_path / "ckpt"), str(tmp_path / "bad"), "--opset", "9"]) == 2
     err = capsys.readouterr().err
     assert err == "error: opset=9; expected an int in 14..20\n"
+
+
+# ----------------------------------------------------------------------------------------- run_xnli / report / card
+def test_run_task_export_gives_a_deployment_line_in_report_and_card(model, tokenizer, tmp_path):
+    from test_report import make_results
+
+    from hf_earlyexit.evaluation.report import render_report
+    from hf_earlyexit.finetune import SweepArguments, export_deployment
+    from hf_earlyexit.hub import EarlyExitCardData, render_model_card
+
+    entry = export_deployment(model, tokenizer, tmp_path, "int8")
+    manifest = json.loads((tmp_path / "onnx" / MANIFEST_NAME).read_text())
+    assert manifest["quantization"]["weight_type"] == "QInt8"
+    assert entry == {"onnx_dir": "onnx", "precision": "int8", "opset": 17,
+                     "fp32_max_abs_diff": manifest["validation"]["fp32_max_abs_diff"]}
+    line = "ONNX Runtime export (int8 layer runs, opset 17) in `onnx/`; fp32 graphs matched PyTorch to "
+    results = {**make_results(), "deployment": entry}
+    assert f"## Deployment\n\n{line}" in render_report(results)
+    assert line in render_model_card(EarlyExitCardData(model_name="m", results=[results]))
+    assert "ONNX Runtime export" not in render_report(make_results())
+    assert "ONNX Runtime export" not in render_model_card(EarlyExitCardData(model_name="m", results=[make_results()]))
+    with pytest.raises(ValueError, match=r"onnx_export='int4'; expected None, 'fp32' or 'int8'"):
+        SweepArguments(onnx_export="int4")
