@@ -36,7 +36,12 @@ from hf_earlyexit.deploy.manifest import MANIFEST_NAME  # noqa: E402
 from hf_earlyexit.modeling.criteria import uncertainty  # noqa: E402
 from hf_earlyexit.pipelines import TEXT_CLASSIFICATION_TASK  # noqa: E402
 
-XNLI_DEMO = REPO_ROOT / "examples" / "configs" / "demo" / "data" / "xnli"
+# The offline XNLI fixture (real sentences, six languages); the demo configs folder it lives in may be renamed.
+XNLI_DEMO = next(
+    folder
+    for folder in sorted((REPO_ROOT / "examples" / "configs").glob("demo*/data/xnli"))
+    if (folder / "ur.dev.tsv").is_file()
+)
 LANGUAGES = ("en", "hi", "ru", "sw", "tr", "ur")
 LABELS = ("entailment", "neutral", "contradiction")
 
@@ -383,3 +388,28 @@ def test_run_task_export_gives_a_deployment_line_in_report_and_card(model, token
     assert "ONNX Runtime export" not in render_model_card(EarlyExitCardData(model_name="m", results=[make_results()]))
     with pytest.raises(ValueError, match=r"onnx_export='int4'; expected None, 'fp32' or 'int8'"):
         SweepArguments(onnx_export="int4")
+
+
+# ----------------------------------------------------------------------------------------------- real weights
+@pytest.mark.slow
+def test_real_multilingual_e5_small_runner_equals_pytorch(tmp_path):
+    """The converted real checkpoint (issue 17's multilingual_e5_small), exits after layers 4 and 8 (fresh heads
+    steer where rows leave): fp32 runner exit layers identical and logits within 1e-4 on real sentence pairs of six
+    languages, at 0, a splitting threshold and above 1."""
+    import hf_earlyexit
+
+    if not hasattr(hf_earlyexit, "multilingual_e5_small"):
+        pytest.skip("hf_earlyexit.multilingual_e5_small (issue 17) is not in this tree")
+    folder = hf_earlyexit.multilingual_e5_small()
+    # A wide init of the fresh heads spreads their confidences, so a threshold can split the pairs across exits.
+    config = XLMRobertaEarlyExitConfig.from_pretrained(folder, num_labels=3, exit_layers=[4, 8, 12], initializer_range=0.2)
+    torch.manual_seed(0)
+    model = XLMRobertaForEarlyExit.from_pretrained(folder, config=config).eval()
+    runner = OnnxEarlyExitRunner(export_onnx(model, tmp_path / "e5"), num_threads=1)
+    manifest = json.loads((tmp_path / "e5" / MANIFEST_NAME).read_text())
+    assert manifest["validation"]["fp32_max_abs_diff"] <= 1e-4
+    batch = runner.tokenizer([p for p, _ in PAIRS], [h for _, h in PAIRS], padding=True, return_tensors="pt")
+    mid = mixing_thresholds(model, batch["input_ids"], batch["attention_mask"])
+    assert set(assert_matches_pytorch(model, runner, batch, 0.0).tolist()) == {12}
+    assert set(assert_matches_pytorch(model, runner, batch, mid).tolist()) == {4, 8, 12}
+    assert set(assert_matches_pytorch(model, runner, batch, 1.5).tolist()) == {4}
