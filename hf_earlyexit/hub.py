@@ -24,6 +24,7 @@ from .evaluation.plots import METRIC_VS_FLOPS_PNG
 from .evaluation.report import (
     RANDOM_WEIGHTS_NOTE,
     TASK_TITLES,
+    deployment_line,
     distillation_table,
     efficiency_table,
     language_table,
@@ -208,7 +209,9 @@ def render_model_card(card: EarlyExitCardData) -> str:
         "summary": _summary(card),
         "random_weights_note": f"> {RANDOM_WEIGHTS_NOTE}" if random else "",
         "results_section": _per_task(card, _results_section),
-        "efficiency_section": _per_task(card, lambda _, results: efficiency_table(results)),
+        "efficiency_section": _per_task(
+            card, lambda _, results: "\n\n".join(filter(None, [efficiency_table(results), deployment_line(results)]))
+        ),
         "threshold_section": _per_task(card, lambda _, results: threshold_table(results)),
         "recipe_section": _recipe_section(card),
         "usage_code": _usage_code(card, repo),

@@ -182,6 +182,20 @@ def recipe_lines(distillation: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def deployment_line(results: Mapping[str, Any]) -> str:
+    """One line on the ONNX Runtime export run_task made (``onnx_export``), or "" without one."""
+    deployment = results.get("deployment")
+    if not deployment:
+        return ""
+    precision = "int8 layer runs" if deployment["precision"] == "int8" else "fp32"
+    return (
+        f"ONNX Runtime export ({precision}, opset {deployment['opset']}) in `{deployment['onnx_dir']}/`; fp32 graphs "
+        f"matched PyTorch to {deployment['fp32_max_abs_diff']:.1e} max logit difference. Run it with "
+        f"`hf_earlyexit.OnnxEarlyExitRunner(\"{deployment['onnx_dir']}\")(texts, exit_threshold=...)` "
+        "(per-example early exit; needs `pip install 'hf_earlyexit[onnx]'`)."
+    )
+
+
 def render_report(results: Mapping[str, Any], plot_files: Sequence[str] = ()) -> str:
     """The markdown report; `plot_files` are paths relative to the report's folder."""
     validate_results(results)
@@ -211,6 +225,8 @@ def render_report(results: Mapping[str, Any], plot_files: Sequence[str] = ()) ->
     recipe = recipe_lines(results.get("distillation"))
     if recipe:
         sections += ["## Distillation recipe", "\n".join(recipe)]
+    if results.get("deployment"):
+        sections += ["## Deployment", deployment_line(results)]
     return "\n\n".join(sections) + "\n"
 
 

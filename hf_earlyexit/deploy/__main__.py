@@ -1,0 +1,47 @@
+"""``python -m hf_earlyexit.deploy export CHECKPOINT OUTPUT_DIR [--quantize int8] [--opset N]`` and
+``python -m hf_earlyexit.deploy run OUTPUT_DIR TEXT [TEXT ...] [--exit-threshold T] [--num-threads N]``.
+
+A bad checkpoint, option or folder ends with its one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .export import export_onnx
+from .manifest import DEFAULT_OPSET
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hf_earlyexit.deploy", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="export an early-exit checkpoint folder to ONNX")
+    export.add_argument("checkpoint", help="folder with an early-exit sequence classifier and its tokenizer")
+    export.add_argument("output_dir")
+    export.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights for the layer runs")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    run = commands.add_parser("run", help="classify texts with an export; prints one JSON result per line")
+    run.add_argument("output_dir")
+    run.add_argument("texts", nargs="+")
+    run.add_argument("--exit-threshold", type=float, default=None)
+    run.add_argument("--num-threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "export":
+            print(export_onnx(args.checkpoint, args.output_dir, quantize=args.quantize, opset=args.opset))
+        else:
+            from .runner import OnnxEarlyExitRunner
+
+            runner = OnnxEarlyExitRunner(args.output_dir, num_threads=args.num_threads)
+            for result in runner(args.texts, exit_threshold=args.exit_threshold):
+                print(json.dumps(result, ensure_ascii=False))
+    except (ValueError, ImportError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

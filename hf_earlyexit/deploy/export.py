@@ -1,0 +1,259 @@
+"""``export_onnx``: an early-exit sequence classifier as one ONNX graph per segment, plus tokenizer and manifest.
+
+The folder holds ``manifest.json`` (see ``manifest.py``), the tokenizer files and one ``<segment>.onnx`` per segment
+of ``segments.plan_segments``. It is written into a hidden sibling folder first and renamed into place only after
+the fp32 graphs matched PyTorch, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from .manifest import (
+    DEFAULT_OPSET,
+    MANIFEST_NAME,
+    QUANTIZATIONS,
+    SUPPORTED_OPSETS,
+    build_manifest,
+    require_onnxruntime,
+    write_manifest,
+)
+from .segments import ATTENTION_MASK, INPUT_IDS, LOGITS, TOKEN_TYPE_IDS, plan_segments, segment_module
+
+# fp32 ORT against PyTorch on the validation batch; measured ~1e-6 on the package's models and the real e5-small.
+VALIDATION_ATOL = 1e-4
+
+# The int8 recipe (onnxruntime.quantization.quantize_dynamic keyword arguments) applied to the layer runs; the
+# embeddings and the heads stay fp32. Chosen from the measurements in docs/benchmarks.md (bench/onnx_runner.py
+# --levers): see there for what each lever costs in accuracy and speed.
+INT8_RECIPE = {"per_channel": True, "reduce_range": False, "op_types_to_quantize": ["MatMul"]}
+
+
+class ExportError(ValueError):
+    """A model, folder or option that cannot be exported; the message is one line naming it."""
+
+
+def export_onnx(
+    model,
+    output_dir: str | os.PathLike,
+    quantize: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    tokenizer=None,
+) -> Path:
+    """Export an early-exit sequence classifier for ONNX Runtime (run it with ``OnnxEarlyExitRunner``).
+
+    Args:
+        model: an early-exit sequence classification model, or the path of a folder holding one (and its
+            tokenizer).
+        output_dir: a new or empty folder, or a previous export (replaced only once the new one is complete).
+        quantize: ``None`` (fp32) or ``"int8"`` (the layer runs' weights quantized with ONNX Runtime's dynamic
+            quantizer; embeddings and heads stay fp32).
+        opset: ONNX opset, one of ``SUPPORTED_OPSETS``.
+        tokenizer: saved with the graphs so the runner takes texts; defaults to the one in the model's folder.
+
+    Returns the folder. The fp32 graphs are checked against PyTorch on a padded batch before anything is written
+    (max |logit difference| <= 1e-4 at every exit, else ``ExportError``).
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"quantize={quantize!r}; expected one of {QUANTIZATIONS}")
+    if not (isinstance(opset, int) and opset in SUPPORTED_OPSETS):
+        raise ExportError(f"opset={opset!r}; expected an int in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+    require_onnxruntime("export_onnx")
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir)
+    model, tokenizer = resolve_model(model, tokenizer)
+    check_exportable(model)
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        write_export(model, tokenizer, staging, quantize, opset)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ExportError(f"output_dir {str(output_dir)!r} is a file; expected a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / MANIFEST_NAME).is_file():
+        raise ExportError(
+            f"output_dir {str(output_dir)!r} is not empty and holds no {MANIFEST_NAME}; expected a new or empty "
+            "folder or a previous export"
+        )
+
+
+def resolve_model(model, tokenizer):
+    """A model object and its tokenizer, loading either from a folder when given as a path."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = None
+    if isinstance(model, (str, os.PathLike)):
+        folder = Path(model)
+        config = AutoConfig.from_pretrained(folder)
+        if getattr(config, "exit_layers", None) is None:
+            raise ExportError(
+                f"checkpoint {str(folder)!r} has no exit heads (model_type={config.model_type!r}); expected an "
+                "early-exit checkpoint (fine-tune it with exits first, e.g. examples/run_xnli.py)"
+            )
+        model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+        untrained = sorted(key for key in info["missing_keys"] if key.startswith("exit_heads."))
+        if untrained:
+            raise ExportError(
+                f"checkpoint {str(folder)!r} has no trained exit heads (missing {untrained[:2]}...); expected an "
+                "early-exit checkpoint with its heads"
+            )
+    elif getattr(model, "name_or_path", None) and Path(model.name_or_path).is_dir():
+        folder = Path(model.name_or_path)
+    if tokenizer is None:
+        if folder is None or not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            raise ExportError("export_onnx needs the model's tokenizer; pass tokenizer= (none found beside the model)")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model.eval(), tokenizer
+
+
+def check_exportable(model) -> None:
+    config = model.config
+    exit_layers = getattr(config, "exit_layers", None)
+    if exit_layers is None or not hasattr(model, "exit_heads"):
+        raise ExportError(
+            f"{type(model).__name__} (model_type={config.model_type!r}) has no exit heads; expected an early-exit "
+            "model (a config with exit_layers)"
+        )
+    if len(exit_layers) < 2:
+        raise ExportError(
+            f"{type(model).__name__} has exit_layers={list(exit_layers)}: no intermediate exit to leave at; expected "
+            "at least one exit layer below the last"
+        )
+    if getattr(model, "per_token", False):
+        raise ExportError(
+            f"{type(model).__name__} is a token classifier (exit_granularity={config.exit_granularity!r}); the ONNX "
+            "runner serves sequence classification only (one label per input); export a sequence classifier"
+        )
+
+
+def state_dict_sha256(model) -> str:
+    """sha256 over the model's parameters and buffers (names and raw bytes, in name order): identifies the source
+    checkpoint whether it came from a folder or from memory."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def max_length(model, tokenizer) -> int:
+    """Longest input the graphs take: the tokenizer's limit, capped by the position table (XLM-R positions start
+    after its padding index)."""
+    embeddings = model.base_model.embeddings
+    offset = embeddings.padding_idx + 1 if getattr(embeddings, "padding_idx", None) is not None else 0
+    positions = model.config.max_position_embeddings - offset
+    limit = getattr(tokenizer, "model_max_length", positions) or positions
+    return int(min(limit, positions))
+
+
+def validation_batch(model, length: int = 16) -> dict[str, torch.Tensor]:
+    """A padded batch of random tokens (rows of decreasing real length, the last one heavily padded)."""
+    config = model.config
+    generator = torch.Generator().manual_seed(0)
+    lengths = [length, length // 2, 3]
+    input_ids = torch.randint(config.pad_token_id + 1, config.vocab_size, (len(lengths), length), generator=generator)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, real in enumerate(lengths):
+        attention_mask[row, :real] = 1
+    input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
+    return {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask, TOKEN_TYPE_IDS: torch.zeros_like(input_ids)}
+
+
+def export_segment(module, example: tuple[torch.Tensor, ...], names: tuple[str, ...], output: str, path: Path, opset):
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
+    dynamic[output] = {0: "batch"} if output == LOGITS else {0: "batch", 1: "sequence"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter: it needs no extra package (the dynamo one needs onnxscript) and traces the
+        # encoder layers exactly (their Python branches depend on shapes and config only, which its tracer warnings
+        # flag but which hold for every batch; the fp32 validation below checks it at other shapes).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            dynamo=False,
+            input_names=list(names),
+            output_names=[output],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+        )
+
+
+def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: int) -> None:
+    from .runner import OnnxEarlyExitRunner
+
+    batch = validation_batch(model, min(16, max_length(model, tokenizer)))
+    with torch.no_grad():
+        reference = model(**batch, output_exit_logits=True).exit_logits
+        hidden = model.base_model.embeddings(input_ids=batch[INPUT_IDS], token_type_ids=batch[TOKEN_TYPE_IDS])
+    segments = plan_segments(model.config.exit_layers)
+    for segment in segments:
+        module = segment_module(model, segment)
+        if segment.kind == "embeddings":
+            example = (batch[INPUT_IDS], batch[TOKEN_TYPE_IDS])
+        else:
+            example = (hidden, batch[ATTENTION_MASK])
+        export_segment(module, example, segment.inputs, segment.output, folder / f"{segment.name}.onnx", opset)
+        if segment.kind == "layers":
+            with torch.no_grad():
+                hidden = module(hidden, batch[ATTENTION_MASK])
+    tokenizer.save_pretrained(folder)
+    extra = {"source_sha256": state_dict_sha256(model), "max_length": max_length(model, tokenizer)}
+    write_manifest(folder, build_manifest(model, segments, folder, opset, None, extra))
+
+    worst = max_exit_difference(OnnxEarlyExitRunner(folder, num_threads=1), batch, reference)
+    if not worst <= VALIDATION_ATOL:
+        raise ExportError(
+            f"ONNX fp32 logits differ from PyTorch by {worst:.3g} on a padded batch; expected <= {VALIDATION_ATOL}"
+        )
+    extra["validation"] = {"fp32_max_abs_diff": worst, "atol": VALIDATION_ATOL, "batch": list(batch[INPUT_IDS].shape)}
+    if quantize == "int8":
+        for segment in segments:
+            if segment.kind == "layers":
+                quantize_int8(folder / f"{segment.name}.onnx")
+        write_manifest(folder, build_manifest(model, segments, folder, opset, int8_manifest_entry(), extra))
+        # Informative only (int8 is lossy by design); the accuracy it costs is measured in docs/benchmarks.md.
+        extra["validation"]["int8_max_abs_diff"] = max_exit_difference(OnnxEarlyExitRunner(folder, 1), batch, reference)
+    quantization = int8_manifest_entry() if quantize == "int8" else None
+    write_manifest(folder, build_manifest(model, segments, folder, opset, quantization, extra))
+
+
+def max_exit_difference(runner, batch: dict[str, torch.Tensor], reference) -> float:
+    arrays = {name: tensor.numpy() for name, tensor in batch.items()}
+    exits = runner.exit_logits(arrays)
+    return max(float(abs(got - want.numpy()).max()) for got, want in zip(exits, reference))
+
+
+def quantize_int8(graph: Path, recipe: dict | None = None) -> None:
+    """Replace one layer-run graph by its dynamic int8 version (int8 weights, activations quantized at run time),
+    with ONNX Runtime's own quantizer; ``recipe`` overrides ``INT8_RECIPE`` (bench/onnx_runner.py compares recipes)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    options = dict(INT8_RECIPE if recipe is None else recipe)
+    staged = graph.with_name(graph.stem + ".int8.onnx")
+    quantize_dynamic(graph, staged, weight_type=QuantType.QInt8, **options)
+    os.replace(staged, graph)
+
+
+def int8_manifest_entry() -> dict:
+    return {"method": "quantize_dynamic", "weight_type": "QInt8", "segments": "layers", **INT8_RECIPE}
+
+
+__all__ = ["INT8_RECIPE", "ExportError", "export_onnx", "quantize_int8"]
