@@ -27,6 +27,7 @@ from .pipelines import (
     save_pretrained_with_pipeline,
 )
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
+from .vocab import trim_vocabulary
 
 __version__ = "0.1.0"
 
@@ -58,4 +59,5 @@ __all__ = [
     "register_pipelines",
     "save_pretrained_with_pipeline",
     "select_exits",
+    "trim_vocabulary",
 ]
