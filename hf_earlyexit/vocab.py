@@ -52,7 +52,8 @@ def trim_vocabulary(
 
     `texts`: strings, or rows with a ``"text"`` field (a `datasets.Dataset` / `IterableDataset`, e.g. the stream
     of `hf_earlyexit.data.load_distillation_corpus` for a language selection). The model is changed in place and
-    returned (with `config.vocab_size` and its special-token ids updated); the tokenizer is a new object. Every
+    returned (with `config.vocab_size` and its special-token ids updated; embedding rows past the tokenizer's last id are dropped); the
+    tokenizer is a new object. Every
     check runs, and the texts are counted, before either is changed.
     """
     state = _unigram_state(tokenizer)
@@ -133,10 +134,12 @@ def _check_embedding_size(model, tokenizer) -> None:
         raise ValueError(
             f"{type(model).__name__}'s input embedding is {type(embedding).__name__}: expected nn.Embedding"
         )
-    if embedding.num_embeddings != len(tokenizer):
+    # More rows than tokens is common (multilingual-e5-small keeps 250,037 rows for 250,002 pieces; tables padded to a
+    # multiple of 8): the extra rows are unreachable and are dropped. Fewer rows means ids would index past the table.
+    if embedding.num_embeddings < len(tokenizer):
         raise ValueError(
             f"{type(model).__name__} has {embedding.num_embeddings} embedding rows but the tokenizer has "
-            f"{len(tokenizer)} tokens: expected the tokenizer the model was trained with"
+            f"{len(tokenizer)} tokens: expected at least one row per token (the tokenizer the model was trained with)"
         )
 
 

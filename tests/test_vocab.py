@@ -61,6 +61,7 @@ def tokenizer():
 
 
 def tiny_model(kind: str, tokenizer, seed: int = 0, extra_rows: int = 0):
+    """Random tiny XLM-R of `kind`; `extra_rows` adds (or with a negative value removes) embedding rows."""
     config_class, model_class = KINDS[kind]
     config = config_class(
         vocab_size=len(tokenizer) + extra_rows,
@@ -117,6 +118,14 @@ def test_the_maps_texts_keep_their_pieces_and_logits_for_every_head(kind, tokeni
         assert model.lm_head.decoder.weight is model.roberta.embeddings.word_embeddings.weight
         assert model.lm_head.decoder.bias is model.lm_head.bias
         assert model.lm_head.decoder.out_features == len(trimmed)
+
+
+def test_embedding_rows_past_the_tokenizers_last_id_are_dropped_as_in_multilingual_e5_small(tokenizer):
+    original = tiny_model("masked-lm", tokenizer, extra_rows=35)
+    model, trimmed = trim_vocabulary(copy.deepcopy(original), tokenizer, MAP_TEXTS)
+    assert model.get_input_embeddings().num_embeddings == model.config.vocab_size == len(trimmed)
+    expected = forward(original, tokenizer, MAP_TEXTS).logits[..., kept_original_ids(tokenizer, trimmed)]
+    torch.testing.assert_close(forward(model, trimmed, MAP_TEXTS).logits, expected, atol=1e-5, rtol=0)
 
 
 def test_specials_keep_their_ids_the_mask_stays_last_and_keep_and_min_count_choose_the_pieces(tokenizer):
@@ -251,7 +260,10 @@ def wordpiece_tokenizer():
         ("unknown keep", "keep lists 1 piece(s) not in the vocabulary: ['▁notapiece']"),
         ("min_count 0", "min_count=0: expected an integer >= 1"),
         ("wordpiece", "uses a WordPiece model: trim_vocabulary needs a SentencePiece-Unigram tokenizer"),
-        ("embedding size", "has 1005 embedding rows but the tokenizer has 1000 tokens"),
+        (
+            "embedding size",
+            "has {rows} embedding rows but the tokenizer has {tokens} tokens: expected at least one row",
+        ),
     ],
 )
 def test_bad_input_is_refused_in_one_line_before_anything_changes(case, message, tokenizer):
@@ -266,13 +278,14 @@ def test_bad_input_is_refused_in_one_line_before_anything_changes(case, message,
             "unknown keep": {"keep": ["▁notapiece"]},
             "min_count 0": {"min_count": 0},
             "wordpiece": {"tokenizer": wordpiece_tokenizer()},
-            "embedding size": {"model": tiny_model("masked-lm", tokenizer, extra_rows=5)},
+            "embedding size": {"model": tiny_model("masked-lm", tokenizer, extra_rows=-5)},
         }[case]
     )
     before = {name: p.clone() for name, p in arguments["model"].state_dict().items()}
     vocabulary = arguments["tokenizer"].get_vocab()
     with pytest.raises(ValueError) as error:
         trim_vocabulary(**arguments)
+    message = message.format(rows=len(tokenizer) - 5, tokens=len(tokenizer))
     assert message in str(error.value) and "\n" not in str(error.value)
     after = arguments["model"].state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
