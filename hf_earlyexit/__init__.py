@@ -28,6 +28,7 @@ from .pipelines import (
     save_pretrained_with_pipeline,
 )
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
+from .vocab import trim_vocabulary
 from .weights import WeightsError, multilingual_e5_small
 
 __version__ = "0.1.0"
@@ -64,4 +65,5 @@ __all__ = [
     "register_pipelines",
     "save_pretrained_with_pipeline",
     "select_exits",
+    "trim_vocabulary",
 ]

@@ -101,18 +101,13 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family,task", [("xlm-roberta", "sequence"), ("xlm-roberta", "token"), ("bert", "sequence")])
-def test_a_clean_process_without_the_package_loads_the_folder_with_trust_remote_code(family, task, tmp_path):
-    model = tiny_model(family, task)
-    folder = tmp_path / "checkpoint"
-    model.save_pretrained(folder)
-    input_ids, attention_mask = padded_batch(mixed_lengths(32))
-    thresholds = mixing_thresholds(model, input_ids, attention_mask)
-    torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "inputs.pt")
+def outputs_in_a_clean_process(folder, task, inputs, thresholds, tmp_path) -> dict:
+    """Logits and exit layers of `folder` loaded with trust_remote_code=True in a process that cannot import the
+    package (isolated interpreter, another working directory, an import blocker)."""
+    torch.save(inputs, tmp_path / "inputs.pt")
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
     workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
+    workdir.mkdir(exist_ok=True)
     env = {
         key: value
         for key, value in os.environ.items()
@@ -137,7 +132,19 @@ def test_a_clean_process_without_the_package_loads_the_folder_with_trust_remote_
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "out.pt")
+    return torch.load(tmp_path / "out.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,task", [("xlm-roberta", "sequence"), ("xlm-roberta", "token"), ("bert", "sequence")])
+def test_a_clean_process_without_the_package_loads_the_folder_with_trust_remote_code(family, task, tmp_path):
+    model = tiny_model(family, task)
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    input_ids, attention_mask = padded_batch(mixed_lengths(32))
+    thresholds = mixing_thresholds(model, input_ids, attention_mask)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    remote = outputs_in_a_clean_process(folder, task, inputs, thresholds, tmp_path)
     with torch.no_grad():
         expected = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds)
     expected_logits, expected_layers = expected.logits, expected.exit_layer
