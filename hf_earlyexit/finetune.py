@@ -67,6 +67,10 @@ class ModelArguments:
         default=None, metadata={"help": "sequence (default) | token (token classification)"}
     )
     exit_window: int | None = field(default=None, metadata={"help": "token granularity: neighbour window"})
+    pooling: str | None = field(
+        default=None,
+        metadata={"help": "first | mean: what the sequence heads read (mean over real tokens for mean-pooled encoders)"},
+    )
     random_weights: bool = field(
         default=False,
         metadata={"help": "The model descends from random weights (the demo): results are labelled as mechanics"},
@@ -74,7 +78,15 @@ class ModelArguments:
 
     def exit_overrides(self) -> dict[str, Any]:
         """The exit fields given by the user; the others stay as the checkpoint or the config defaults have them."""
-        names = ("exit_layers", "exit_criterion", "exit_patience", "exit_head", "exit_granularity", "exit_window")
+        names = (
+            "exit_layers",
+            "exit_criterion",
+            "exit_patience",
+            "exit_head",
+            "exit_granularity",
+            "exit_window",
+            "pooling",
+        )
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -221,6 +233,8 @@ def run_task(
     spec = TASKS[task]
     if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
         raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
+    if spec["token_level"] and model_args.pooling not in (None, "first"):
+        raise ValueError(f"pooling={model_args.pooling!r}; {task} classifies each token, so there is nothing to pool")
     train_raw, eval_raw = load_task_data(task, data_args)
     distillation = None
     if sweep_args.distillation_summary:

@@ -153,6 +153,8 @@ def test_bad_config_key_and_value_fail_before_any_model_loads(tmp_path, monkeypa
 
     monkeypatch.setattr(finetune, "load_early_exit_model", lambda *a, **k: pytest.fail("model loaded"))
     run_xnli = load_example("run_xnli")
+    summary = tmp_path / "distillation.json"
+    summary.write_text("{}")
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text((DEMO / "xnli.yaml").read_text() + "\nmax_dorp: 0.02\n")
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['max_dorp'\]"):
@@ -161,6 +163,10 @@ def test_bad_config_key_and_value_fail_before_any_model_loads(tmp_path, monkeypa
         run_xnli.main([str(DEMO / "xnli.yaml"), "--max_drop", "2"])
     with pytest.raises(ConfigError, match="exit_training_mode"):
         run_xnli.main([str(DEMO / "xnli.yaml"), "--exit_training_mode", "sideways"])
+    with pytest.raises(ValueError, match=r"pooling='mean'; wikiann classifies each token"):
+        load_example("run_wikiann").main(
+            [str(DEMO / "wikiann.yaml"), "--pooling", "mean", "--distillation_summary", str(summary)]
+        )
 
 
 def test_main_guard_prints_one_line_and_exits_2(tmp_path, capsys):
@@ -228,6 +234,7 @@ def test_an_early_exit_checkpoint_keeps_its_own_exit_settings_unless_a_flag_chan
     assert loaded.config.exit_head == "linear" and loaded.config.exit_criterion == "max_prob"
     assert torch.equal(loaded.exit_heads[0].out_proj.weight, saved.exit_heads[0].out_proj.weight)  # not re-initialised
     changed = load_early_exit_model(
-        str(tmp_path), False, XNLI_LABELS, ModelArguments(exit_criterion="entropy").exit_overrides()
+        str(tmp_path), False, XNLI_LABELS, ModelArguments(exit_criterion="entropy", pooling="mean").exit_overrides()
     )
     assert changed.config.exit_criterion == "entropy" and changed.config.exit_head == "linear"
+    assert changed.config.pooling == "mean" and loaded.config.pooling == "first"
