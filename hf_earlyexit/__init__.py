@@ -27,6 +27,7 @@ from .pipelines import (
     save_pretrained_with_pipeline,
 )
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
+from .weights import WeightsError, multilingual_e5_small
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "EarlyExitTrainer",
     "EarlyExitTrainingArguments",
     "HubPushError",
+    "WeightsError",
     "XLMRobertaEarlyExitConfig",
     "XLMRobertaForEarlyExit",
     "XLMRobertaForEarlyExitTokenClassification",
@@ -53,6 +55,7 @@ __all__ = [
     "flops_token_exit",
     "max_probability",
     "mean_flops",
+    "multilingual_e5_small",
     "normalized_entropy",
     "push_to_hub",
     "register_pipelines",

