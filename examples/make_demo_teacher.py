@@ -6,7 +6,7 @@ The real recipe starts from `FacebookAI/xlm-roberta-large` on the Hub; this stan
 be reached, so the demo runs the same distil → fine-tune → evaluate chain end to end. Its numbers show that the
 machinery works, not what XLM-R scores.
 
-    python examples/make_demo_teacher.py --corpus examples/configs/demo/data/corpus --output_dir outputs/demo/teacher
+    python examples/make_demo_teacher.py --corpus examples/configs/demo-tiny/data/corpus --output_dir outputs/demo-tiny/teacher
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from .data.tasks import (
     XNLI_LABELS,
     load_wikiann,
     load_xnli,
+    read_wikiann_files,
+    read_xnli_files,
     tokenize_and_align_labels,
     tokenize_xnli,
 )
@@ -39,10 +41,17 @@ from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 logger = logging.getLogger(__name__)
 
 TASKS = {
-    "xnli": {"labels": XNLI_LABELS, "load": load_xnli, "tokenize": tokenize_xnli, "token_level": False},
+    "xnli": {
+        "labels": XNLI_LABELS,
+        "load": load_xnli,
+        "read_files": read_xnli_files,
+        "tokenize": tokenize_xnli,
+        "token_level": False,
+    },
     "wikiann": {
         "labels": WIKIANN_TAGS,
         "load": load_wikiann,
+        "read_files": read_wikiann_files,
         "tokenize": tokenize_and_align_labels,
         "token_level": True,
     },
@@ -67,6 +76,17 @@ class ModelArguments:
         default=None, metadata={"help": "sequence (default) | token (token classification)"}
     )
     exit_window: int | None = field(default=None, metadata={"help": "token granularity: neighbour window"})
+    pooling: str | None = field(
+        default=None,
+        metadata={"help": "first | mean: what the sequence heads read (mean over real tokens for mean-pooled encoders)"},
+    )
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the word-embedding table fixed while fine-tuning: XLM-R's 250k rows and their optimizer "
+            "state dominate a small model's step, and zero-shot transfer needs the shared lexicon kept anyway"
+        },
+    )
     random_weights: bool = field(
         default=False,
         metadata={"help": "The model descends from random weights (the demo): results are labelled as mechanics"},
@@ -74,7 +94,15 @@ class ModelArguments:
 
     def exit_overrides(self) -> dict[str, Any]:
         """The exit fields given by the user; the others stay as the checkpoint or the config defaults have them."""
-        names = ("exit_layers", "exit_criterion", "exit_patience", "exit_head", "exit_granularity", "exit_window")
+        names = (
+            "exit_layers",
+            "exit_criterion",
+            "exit_patience",
+            "exit_head",
+            "exit_granularity",
+            "exit_window",
+            "pooling",
+        )
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -85,6 +113,14 @@ class TaskDataArguments:
         metadata={"help": "Folder of local files ({lang}.{split}.tsv / .conll, split train|dev); None = the Hub"},
     )
     train_language: str = field(default="en", metadata={"help": "Language fine-tuned on (zero-shot to the rest)"})
+    train_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Local training files in the task's layout but of any name (e.g. ../shared/data/nli/*.tsv), "
+            "concatenated and shuffled (seed 0, so max_train_samples takes a mix); then train_split is not read and "
+            "no holdout is cut"
+        },
+    )
     eval_languages: list[str] = field(default_factory=lambda: list(EVAL_LANGUAGES), metadata={"help": "Evaluated"})
     train_split: str = field(default="train", metadata={"help": "train | validation | test"})
     eval_split: str = field(default="validation", metadata={"help": "train | validation | test"})
@@ -97,6 +133,13 @@ class TaskDataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate training data (debug, demo)"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate each language's eval data"})
+    eval_sample_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "With max_eval_samples: take a random subset drawn with this seed instead of the first rows (the "
+            "same seed draws the same rows of equally long files, so XNLI's aligned translations stay aligned)"
+        },
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens"})
 
     def __post_init__(self):
@@ -208,12 +251,19 @@ def load_task_data(task: str, data_args: TaskDataArguments):
     """(train dataset, {lang: eval dataset}) as raw rows; every file problem surfaces here, before any model."""
     spec = TASKS[task]
     languages = list(dict.fromkeys(data_args.eval_languages))
-    train = spec["load"]([data_args.train_language], data_args.train_split, data_args.data_dir)
     evals = spec["load"](languages, data_args.eval_split, data_args.data_dir)
-    if data_args.train_split == data_args.eval_split:
-        train = _split_rows(train, data_args.holdout, keep="head")
-        evals = _split_rows(evals, data_args.holdout, keep="tail")
-    train_dataset = _truncate(train[data_args.train_language], data_args.max_train_samples)
+    if data_args.train_files:
+        # Files gathered from several sources come grouped by source: shuffled, a truncation still mixes them.
+        train_dataset = spec["read_files"](data_args.train_files).shuffle(seed=0)
+    else:
+        train = spec["load"]([data_args.train_language], data_args.train_split, data_args.data_dir)
+        if data_args.train_split == data_args.eval_split:
+            train = _split_rows(train, data_args.holdout, keep="head")
+            evals = _split_rows(evals, data_args.holdout, keep="tail")
+        train_dataset = train[data_args.train_language]
+    train_dataset = _truncate(train_dataset, data_args.max_train_samples)
+    if data_args.eval_sample_seed is not None:
+        evals = {lang: dataset.shuffle(seed=data_args.eval_sample_seed) for lang, dataset in evals.items()}
     evals = {lang: _truncate(dataset, data_args.max_eval_samples) for lang, dataset in evals.items()}
     return train_dataset, evals
 
@@ -240,6 +290,8 @@ def run_task(
     spec = TASKS[task]
     if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
         raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
+    if spec["token_level"] and model_args.pooling not in (None, "first"):
+        raise ValueError(f"pooling={model_args.pooling!r}; {task} classifies each token, so there is nothing to pool")
     train_raw, eval_raw = load_task_data(task, data_args)
     distillation = None
     if sweep_args.distillation_summary:
@@ -249,6 +301,9 @@ def run_task(
     model = load_early_exit_model(
         model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
     )
+    if model_args.freeze_word_embeddings:
+        # Before the trainer is built: the trainer and its exit modes only ever switch what was trainable then.
+        model.get_input_embeddings().weight.requires_grad_(False)
     max_length = data_args.max_seq_length
     train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
     eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)

@@ -136,15 +136,19 @@ def outputs_in_a_clean_process(folder, task, inputs, thresholds, tmp_path) -> di
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,task", [("xlm-roberta", "sequence"), ("xlm-roberta", "token"), ("bert", "sequence")])
-def test_a_clean_process_without_the_package_loads_the_folder_with_trust_remote_code(family, task, tmp_path):
-    model = tiny_model(family, task)
+@pytest.mark.parametrize(
+    "family,task,pooling",
+    [("xlm-roberta", "sequence", "mean"), ("xlm-roberta", "token", "first"), ("bert", "sequence", "first")],
+)
+def test_a_clean_process_without_the_package_loads_the_folder_with_trust_remote_code(family, task, pooling, tmp_path):
+    model = tiny_model(family, task, pooling=pooling)
     folder = tmp_path / "checkpoint"
     model.save_pretrained(folder)
     input_ids, attention_mask = padded_batch(mixed_lengths(32))
     thresholds = mixing_thresholds(model, input_ids, attention_mask)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     remote = outputs_in_a_clean_process(folder, task, inputs, thresholds, tmp_path)
+    assert json.loads((folder / "config.json").read_text())["pooling"] == pooling
     with torch.no_grad():
         expected = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds)
     expected_logits, expected_layers = expected.logits, expected.exit_layer

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from distill_helpers import mlm_batch, tiny_config, tiny_pair
-from transformers import BertForSequenceClassification
+from transformers import BertForSequenceClassification, XLMRobertaModel
 
 from hf_earlyexit.distillation.student_init import compact_student, principal_directions, student_from_teacher_layers
 
@@ -35,6 +35,22 @@ def test_teacher_layer_subset_works_for_bert_classifiers():
     torch.testing.assert_close(
         student.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[2].output.dense.weight
     )
+
+
+def test_teacher_layer_subset_keeps_a_pooler_less_encoder_pooler_less():
+    # The converted multilingual-e5 checkpoint is such an encoder (trained with mean pooling, no pooler weights):
+    # rebuilding the class with its default add_pooling_layer=True asked the teacher for pooler.dense.weight.
+    teacher = XLMRobertaModel(tiny_config(4, 32, 2), add_pooling_layer=False).eval()
+    student = student_from_teacher_layers(teacher, [2, 4]).eval()
+    assert student.pooler is None and not any(key.startswith("pooler.") for key in student.state_dict())
+    assert student.config.num_hidden_layers == 2 and len(student.encoder.layer) == 2
+    assert teacher.config.num_hidden_layers == 4 and len(teacher.encoder.layer) == 4  # the teacher is untouched
+    torch.testing.assert_close(student.encoder.layer[1].output.dense.weight, teacher.encoder.layer[3].output.dense.weight)
+    assert student.encoder.layer[1].output.dense.weight is not teacher.encoder.layer[3].output.dense.weight
+    inputs = {key: mlm_batch(2)[key] for key in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        expected = teacher(**inputs, output_hidden_states=True).hidden_states[2]
+        torch.testing.assert_close(student_from_teacher_layers(teacher, [1, 2])(**inputs).last_hidden_state, expected)
 
 
 @pytest.mark.parametrize("layers", [[], [0, 2], [5]])

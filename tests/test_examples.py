@@ -15,7 +15,7 @@ from hf_earlyexit import flops_per_example
 from hf_earlyexit.cli import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "examples" / "configs" / "demo"
+DEMO = REPO / "examples" / "configs" / "demo-tiny"
 RECIPE = REPO / "examples" / "configs" / "xlmr-large-to-base"
 LANGUAGES = ["en", "ru", "hi", "tr", "sw", "ur"]
 
@@ -153,6 +153,8 @@ def test_bad_config_key_and_value_fail_before_any_model_loads(tmp_path, monkeypa
 
     monkeypatch.setattr(finetune, "load_early_exit_model", lambda *a, **k: pytest.fail("model loaded"))
     run_xnli = load_example("run_xnli")
+    summary = tmp_path / "distillation.json"
+    summary.write_text("{}")
     bad_key = tmp_path / "bad.yaml"
     bad_key.write_text((DEMO / "xnli.yaml").read_text() + "\nmax_dorp: 0.02\n")
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['max_dorp'\]"):
@@ -161,6 +163,10 @@ def test_bad_config_key_and_value_fail_before_any_model_loads(tmp_path, monkeypa
         run_xnli.main([str(DEMO / "xnli.yaml"), "--max_drop", "2"])
     with pytest.raises(ConfigError, match="exit_training_mode"):
         run_xnli.main([str(DEMO / "xnli.yaml"), "--exit_training_mode", "sideways"])
+    with pytest.raises(ValueError, match=r"pooling='mean'; wikiann classifies each token"):
+        load_example("run_wikiann").main(
+            [str(DEMO / "wikiann.yaml"), "--pooling", "mean", "--distillation_summary", str(summary)]
+        )
 
 
 def test_main_guard_prints_one_line_and_exits_2(tmp_path, capsys):
@@ -228,6 +234,30 @@ def test_an_early_exit_checkpoint_keeps_its_own_exit_settings_unless_a_flag_chan
     assert loaded.config.exit_head == "linear" and loaded.config.exit_criterion == "max_prob"
     assert torch.equal(loaded.exit_heads[0].out_proj.weight, saved.exit_heads[0].out_proj.weight)  # not re-initialised
     changed = load_early_exit_model(
-        str(tmp_path), False, XNLI_LABELS, ModelArguments(exit_criterion="entropy").exit_overrides()
+        str(tmp_path), False, XNLI_LABELS, ModelArguments(exit_criterion="entropy", pooling="mean").exit_overrides()
     )
     assert changed.config.exit_criterion == "entropy" and changed.config.exit_head == "linear"
+    assert changed.config.pooling == "mean" and loaded.config.pooling == "first"
+
+
+def test_train_files_replace_the_train_split_and_a_seeded_eval_subset_keeps_xnli_rows_aligned():
+    from hf_earlyexit.data.tasks import load_xnli
+    from hf_earlyexit.finetune import TaskDataArguments, load_task_data
+
+    xnli = DEMO / "data" / "xnli"
+    files = [str(xnli / "en.train.tsv"), str(xnli / "en.dev.tsv")]  # two sources, 90 + 24 pairs
+    data_args = TaskDataArguments(
+        data_dir=str(xnli), train_files=files, train_split="validation", eval_split="validation",
+        max_train_samples=100, max_eval_samples=10, eval_sample_seed=3,
+    )  # fmt: skip
+    train, evals = load_task_data("xnli", data_args)
+    dev_premises = set(load_xnli(["en"], "validation", xnli)["en"]["premise"])
+    # shuffled before the cut: the 100 rows mix both files; no holdout is cut although the splits are equal
+    assert len(train) == 100 and 0 < sum(p in dev_premises for p in train["premise"]) < 24
+    assert all(len(dataset) == 10 for dataset in evals.values())
+    head = load_task_data("xnli", TaskDataArguments(data_dir=str(xnli), train_files=files, max_eval_samples=10))[1]
+    assert evals["en"]["premise"] != head["en"]["premise"]  # a random subset, not the first rows
+    # the same seed draws the same rows in every language: labels (shared by the translations) agree row by row
+    assert all(dataset["label"] == evals["en"]["label"] for dataset in evals.values())
+    with pytest.raises(ValueError, match=r"train files \[.*missing.tsv'\] do not exist"):
+        load_task_data("xnli", TaskDataArguments(data_dir=str(xnli), train_files=[str(xnli / "missing.tsv")]))

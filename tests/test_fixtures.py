@@ -1,4 +1,4 @@
-"""The embedded demo fixtures (examples/configs/demo/data) parse in the shared-data formats and have the documented
+"""The embedded demo fixtures (examples/configs/demo-tiny/data) parse in the shared-data formats and have the documented
 counts, label balance, scripts and tagging. Plain csv/str parsing on purpose: these tests must not depend on the
 project's loaders, whose correctness they help to check."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo" / "data"
+DATA = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo-tiny" / "data"
 
 EVAL_LANGUAGES = ("en", "ru", "hi", "tr", "sw", "ur")
 # Unequal on purpose so that proportional and temperature sampling give visibly different mixtures.

@@ -372,3 +372,48 @@ def test_gradient_checkpointing_gives_the_same_joint_loss_gradients():
     checkpointed_loss, checkpointed_grad = loss_and_grad(True)
     torch.testing.assert_close(checkpointed_loss, plain_loss)
     torch.testing.assert_close(checkpointed_grad, plain_grad)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_mean_pooling_feeds_every_head_the_mean_of_the_real_tokens(family):
+    model = tiny_model(family, "sequence", pooling="mean")
+    input_ids, attention_mask = padded_batch([5, 12, 3, 9])
+    with torch.no_grad():
+        output = model(input_ids, attention_mask=attention_mask, output_exit_logits=True, output_hidden_states=True)
+        first = tiny_model(family, "sequence")(input_ids, attention_mask=attention_mask, output_exit_logits=True)
+        for index, (layer, logits) in enumerate(zip(model.config.exit_layers, output.exit_logits)):
+            hidden = output.hidden_states[layer]
+            real = attention_mask[:, :, None].float()
+            mean = ((hidden * real).sum(1) / real.sum(1))[:, None]
+            head = model.exit_heads[index] if index < len(model.exit_heads) else model.final_head
+            torch.testing.assert_close(logits, head(mean), atol=1e-6, rtol=0)
+            assert not torch.allclose(logits, first.exit_logits[index], atol=1e-3)  # not the first token's
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_mean_pooling_is_the_same_alone_padded_batched_and_through_every_path(family):
+    model = tiny_model(family, "sequence", pooling="mean")
+    lengths = mixed_lengths(32, seed=2)
+    input_ids, attention_mask = padded_batch(lengths, seed=2)
+    thresholds = mixing_thresholds(model, input_ids, attention_mask)
+    with torch.no_grad():
+        batched = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds)
+        full = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds, output_exit_logits=True)
+        full_depth = model(input_ids, attention_mask=attention_mask)
+        assert len(set(batched.exit_layer.tolist())) >= 3, batched.exit_layer
+        assert torch.equal(batched.exit_layer, full.exit_layer)
+        torch.testing.assert_close(batched.logits, full.logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(full_depth.logits, full.exit_logits[-1], atol=1e-5, rtol=1e-5)
+        for row, length in enumerate(lengths):
+            alone = model(input_ids[row : row + 1, :length], exit_threshold=thresholds)  # no mask: all tokens real
+            assert alone.exit_layer[0] == batched.exit_layer[row]
+            torch.testing.assert_close(alone.logits[0], batched.logits[row], atol=1e-5, rtol=1e-5)
+
+
+def test_mean_pooling_is_refused_for_token_models_and_for_masks_it_cannot_read():
+    with pytest.raises(ValueError, match=r"pooling='mean' is for sequence classification; .* use pooling='first'"):
+        tiny_model("xlm-roberta", "token", pooling="mean")
+    model = tiny_model("bert", "sequence", pooling="mean")
+    input_ids, attention_mask = padded_batch([4, 6])
+    with pytest.raises(ValueError, match=r"pooling='mean' needs a 2-D \(batch, seq\) attention_mask .* \(2, 1, 6, 6\)"):
+        model(input_ids, attention_mask=attention_mask[:, None, None, :].expand(2, 1, 6, 6))

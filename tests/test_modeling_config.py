@@ -18,6 +18,7 @@ def test_defaults_exit_at_every_layer_and_never_early(config_class):
         "sequence",
         1,
     )
+    assert config.pooling == "first"  # the classifiers' own first token, as before the option existed
     assert config.model_type in ("xlm-roberta-early-exit", "bert-early-exit")
 
 
@@ -29,14 +30,16 @@ def test_the_last_layer_is_always_an_exit_and_per_layer_thresholds_count_it():
 
 def test_config_round_trips_through_a_dict():
     config = XLMRobertaEarlyExitConfig(
-        **SIZES, exit_layers=[2, 4], exit_criterion="patience", exit_threshold=[0.5, 0.0], exit_patience=2
+        **SIZES, exit_layers=[2, 4], exit_criterion="patience", exit_threshold=[0.5, 0.0], exit_patience=2,
+        pooling="mean",
     )
     again = XLMRobertaEarlyExitConfig.from_dict(config.to_dict())
-    assert (again.exit_layers, again.exit_criterion, again.exit_threshold, again.exit_patience) == (
+    assert (again.exit_layers, again.exit_criterion, again.exit_threshold, again.exit_patience, again.pooling) == (
         [2, 4],
         "patience",
         [0.5, 0.0],
         2,
+        "mean",
     )
 
 
@@ -65,6 +68,7 @@ def test_config_round_trips_through_a_dict():
         (dict(exit_head="mlp"), r"exit_head='mlp'; expected None \(task default\) or one of \('pooler', 'linear'\)"),
         (dict(exit_granularity="word"), r"exit_granularity='word'; expected one of \('sequence', 'token'\)"),
         (dict(exit_window=0), r"exit_window=0; expected an int >= 1"),
+        (dict(pooling="cls"), r"pooling='cls'; expected one of \('first', 'mean'\)"),
         (
             dict(exit_loss_weights="deep"),
             r"exit_loss_weights='deep'; expected one of \('linear', 'uniform'\) or a list",

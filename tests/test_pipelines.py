@@ -217,6 +217,22 @@ def test_batched_calls_run_padded_batches_through_the_model_and_equal_one_by_one
     assert len({result["exit_layer"] for result in batched}) >= 2
 
 
+
+def test_a_mean_pooling_model_gives_the_same_results_batched_and_one_by_one(tokenizer):
+    # Padding enters the mean unless the pipeline's attention mask reaches every head: batched calls would differ.
+    torch.manual_seed(0)
+    model = XLMRobertaForEarlyExit(tiny_config(tokenizer, LABELS, pooling="mean")).eval()
+    pipe = pipeline(TEXT_CLASSIFICATION_TASK, model=model, tokenizer=tokenizer)
+    thresholds = mixing_thresholds_for(model, tokenizer)
+    one_by_one = pipe(TEXTS, exit_threshold=thresholds)
+    assert_same_results(pipe(TEXTS, batch_size=4, exit_threshold=thresholds), one_by_one)
+    assert len({result["exit_layer"] for result in one_by_one}) >= 2
+    encoded = tokenizer(TEXTS[2], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**encoded, exit_threshold=thresholds).logits[0]
+    assert one_by_one[2]["score"] == pytest.approx(float(logits.softmax(-1).max()), abs=1e-6)
+
+
 # ------------------------------------------------------------------------------------------- token classification
 # Word aggregation warns that this char-level test tokenizer has no real words (the standard pipeline does as well).
 @pytest.mark.filterwarnings("ignore:Tokenizer does not support real words")

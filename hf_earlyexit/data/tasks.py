@@ -51,6 +51,28 @@ def load_wikiann(languages: str | Iterable[str], split: str, data_dir: str | Pat
     return _load_task(languages, split, data_dir, WIKIANN_HUB_ID, WIKIANN_FEATURES, "conll", _read_conll)
 
 
+def read_xnli_files(paths: Iterable[str | Path]) -> Dataset:
+    """XNLI-layout TSV files of any name (e.g. the English NLI training pairs of ../shared/data/nli), in order."""
+    return _read_files(paths, XNLI_FEATURES, lambda path: _read_xnli_tsv(path))
+
+
+def read_wikiann_files(paths: Iterable[str | Path], lang: str = "en") -> Dataset:
+    """CoNLL files of any name (tokens of language ``lang``), in order."""
+    return _read_files(paths, WIKIANN_FEATURES, lambda path: _read_conll(path, lang))
+
+
+def _read_files(paths, features: Features, read_local) -> Dataset:
+    paths = [Path(path) for path in paths]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if not paths or missing:
+        raise ValueError(f"train files {missing or '[]'} do not exist; expected one or more local task files")
+    columns: dict[str, list] = {}
+    for path in paths:
+        for column, values in read_local(path).items():
+            columns.setdefault(column, []).extend(values)
+    return Dataset.from_dict(columns, features=features)
+
+
 def _load_task(languages, split, data_dir, hub_id, features, suffix, read_local) -> dict[str, Dataset]:
     split = _check_split(split)
     if data_dir is None:

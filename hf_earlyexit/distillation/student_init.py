@@ -11,39 +11,28 @@ import copy
 import torch
 from torch import nn
 
-from .capture import encoder_layout
-
-
-def _layer_prefix(model: nn.Module) -> str:
-    # A bare encoder (BertModel, XLMRobertaModel) is its own base model: its weight names carry no prefix.
-    prefix = "" if model.base_model is model else f"{model.base_model_prefix}."
-    return f"{prefix}{encoder_layout(model).layers}."
+from .capture import encoder_layers, encoder_layout
 
 
 def student_from_teacher_layers(teacher: nn.Module, layers: list[int]) -> nn.Module:
     """Same class and width as `teacher`, keeping the teacher's (1-based) `layers` in order, plus its embeddings
-    and heads. DistilBERT took every other layer: `layers=[2, 4, ..., 24]`."""
+    and heads. DistilBERT took every other layer: `layers=[2, 4, ..., 24]`.
+
+    The student is a copy of the teacher with its layer list replaced, not the class rebuilt from the config: a
+    rebuilt class can differ from the teacher (``XLMRobertaModel`` adds a pooler by default, which a pooler-less
+    encoder such as the converted multilingual-e5 has no weights for)."""
     depth = teacher.config.num_hidden_layers
     if not layers or any(not 1 <= layer <= depth for layer in layers):
         raise ValueError(f"layers={layers} must be a non-empty list of teacher layers in 1..{depth}")
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    student = type(teacher)(config)
-    prefix = _layer_prefix(teacher)
-    source_of = {str(new): str(old - 1) for new, old in enumerate(layers)}
-    teacher_state = teacher.state_dict()
-    if not any(key.startswith(prefix) for key in teacher_state):
-        raise ValueError(
-            f"no teacher weight is named {prefix}<n>.*; cannot find the layers of {type(teacher).__name__}"
-        )
-    state = {}
-    for key in student.state_dict():
-        source = key
-        if key.startswith(prefix):
-            index, rest = key[len(prefix) :].split(".", 1)
-            source = f"{prefix}{source_of[index]}.{rest}"
-        state[key] = teacher_state[source]
-    student.load_state_dict(state)
+    layers_path = encoder_layout(teacher).layers
+    teacher_layers = encoder_layers(teacher)
+    # Every layer is left out of the copy (the memo maps it to None) and the kept ones are copied one by one, so a
+    # 24-layer teacher is never copied whole and a layer kept twice gets two independent copies.
+    student = copy.deepcopy(teacher, {id(layer): None for layer in teacher_layers})
+    student.base_model.set_submodule(
+        layers_path, nn.ModuleList(copy.deepcopy(teacher_layers[layer - 1]) for layer in layers)
+    )
+    student.config.num_hidden_layers = len(layers)
     return student
 
 

@@ -8,7 +8,8 @@ What is counted for one example of ``T`` real tokens (no padding), hidden size `
   (12 × 768, FFN 3072) at 128 tokens it is 22.35 GFLOP.
 * the exit heads evaluated on the way (see ``ExitHead``): every intermediate exit at or below the exit layer (an
   example is scored at each exit it passes) and the final head when it reaches the last layer. Sequence heads run
-  on one token, token heads on all ``T``. ``include_exit_heads=False`` leaves the intermediate heads out, as for
+  on one vector (the first token, or with ``pooling="mean"`` the mean of the real tokens, whose masked sum is
+  elementwise work the counter does not count either), token heads on all ``T``. ``include_exit_heads=False`` leaves the intermediate heads out, as for
   the plain full-depth model (or the early-exit model with every threshold 0, which skips them).
 
 Token-level exit (``exit_granularity="token"``, ``flops_token_exit``): with ``A_l`` the tokens still active at

@@ -11,6 +11,7 @@ from .criteria import EXIT_CRITERIA, per_exit_thresholds
 EXIT_GRANULARITIES = ("sequence", "token")
 EXIT_HEADS = ("pooler", "linear")
 EXIT_LOSS_WEIGHTS = ("linear", "uniform")
+POOLINGS = ("first", "mean")
 
 
 @dataclass(repr=False)
@@ -31,6 +32,11 @@ class EarlyExitConfigMixin:
             ``"uniform"``, or an explicit list of one non-negative float per exit.
         exit_granularity: ``"sequence"`` (a whole sequence leaves) or ``"token"`` (each token leaves on its own, token classification only; see ``token_exit.py``).
         exit_window: context window for per-token exit (token granularity), >= 1.
+        pooling: what the sequence heads (every exit head and the final head) read: ``"first"`` (the ``<s>`` /
+            ``[CLS]`` token, as XLM-R and BERT classifiers do) or ``"mean"`` (the mean over the real tokens, by the
+            attention mask: the sentence representation of encoders trained with mean pooling, such as e5, whose
+            first token does not summarise the input, least of all in early layers). Sequence models only: token
+            heads read each token.
     """
 
     exit_layers: list[int] | None = None
@@ -41,6 +47,7 @@ class EarlyExitConfigMixin:
     exit_loss_weights: str | list[float] = "linear"
     exit_granularity: str = "sequence"
     exit_window: int = 1
+    pooling: str = "first"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -89,6 +96,8 @@ def validate_exit_fields(config) -> None:
     window = config.exit_window
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise ValueError(f"exit_window={window!r}; expected an int >= 1")
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"pooling={config.pooling!r}; expected one of {POOLINGS}")
     exit_loss_weights(config)
 
 

@@ -70,8 +70,9 @@ class ExitHead(nn.Module):
     """An intermediate exit head: ``"pooler"`` (dropout, dense H×H, tanh, dropout, linear H×C — the shape of the
     final XLM-R head) or ``"linear"`` (dropout, linear H×C).
 
-    FLOPs (2 × MACs) per example: pooler ``2·n·(H² + H·C)``, linear ``2·n·H·C``, with n = 1 token for sequence
-    classification (the ``<s>``/``[CLS]`` token) and n = seq_len for token classification. For XLM-R Base
+    FLOPs (2 × MACs) per example: pooler ``2·n·(H² + H·C)``, linear ``2·n·H·C``, with n = 1 for sequence
+    classification (the ``<s>``/``[CLS]`` token or the mean-pooled vector, ``config.pooling``) and n = seq_len for
+    token classification. For XLM-R Base
     (H=768) a layer at 128 tokens costs ~1.86 GFLOP, so a pooler head on one token is ~1.2 MFLOP (0.06% of a
     layer) — cheap enough to buy the tanh feature transform that the final head also uses — while a per-token
     pooler at 128 tokens is ~151 MFLOP (8% of a layer, 0.7% of the model per exit); the per-token linear head
@@ -91,6 +92,19 @@ class ExitHead(nn.Module):
         if self.dense is not None:
             x = self.dropout(torch.tanh(self.dense(x)))
         return self.out_proj(x)
+
+
+def pool_sequence(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """What a sequence head reads, ``(batch, 1, hidden)``: the first token, or the mean over the real tokens
+    (``attention_mask`` 2-D, 1 = real; None = every token is real). Kept as a one-token sequence so the heads that
+    read the first token (``ExitHead``, XLM-R's classification head, BERT's pooler) read the pooled vector as is.
+    The masked sum is elementwise work: ``torch.utils.flop_counter`` counts none of it, nor does ``flops.py``."""
+    if pooling == "first":
+        return hidden_states[:, :1]
+    if attention_mask is None:
+        return hidden_states.mean(dim=1, keepdim=True)
+    weights = attention_mask[:, :, None].to(hidden_states.dtype)
+    return (hidden_states * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1)
 
 
 def classifier_dropout(config) -> float:
@@ -180,6 +194,7 @@ class EarlyExitMixin:
             config.exit_threshold if exit_threshold is None else exit_threshold, self.num_exit_layers
         )
         self._check_granularity()
+        self._check_pooling(attention_mask)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         batch, seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
@@ -226,6 +241,19 @@ class EarlyExitMixin:
                 "use 'sequence'"
             )
 
+    def _check_pooling(self, attention_mask) -> None:
+        if self.config.pooling == "mean" and attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(
+                f"pooling='mean' needs a 2-D (batch, seq) attention_mask to find the real tokens, got shape "
+                f"{tuple(attention_mask.shape)}"
+            )
+
+    def _head_input(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """What every head (exit heads and final head) reads: all tokens for token models, else ``pool_sequence``."""
+        if self.per_token:
+            return hidden_states
+        return pool_sequence(hidden_states, attention_mask, self.config.pooling)
+
     def _may_exit_early(self, forced, thresholds) -> bool:
         """Whether any example can leave before the last layer (else the plain full-depth forward is the answer)."""
         return forced is not None or any(exits_needing_heads(self.config.exit_criterion, thresholds))
@@ -270,7 +298,7 @@ class EarlyExitMixin:
 
     def _forward_full_depth(self, inputs, attention_mask, kwargs):
         outputs = self.base_model(**inputs, attention_mask=attention_mask, return_dict=True, **kwargs)
-        logits = self.final_head(outputs.last_hidden_state)
+        logits = self.final_head(self._head_input(outputs.last_hidden_state, attention_mask))
         exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
         return self._make_output(logits, exit_layer, attentions=outputs.attentions)
 
@@ -280,8 +308,11 @@ class EarlyExitMixin:
             **inputs, attention_mask=attention_mask, output_hidden_states=True, return_dict=True, **kwargs
         )
         hidden_states = outputs.hidden_states
-        exit_logits = [head(hidden_states[layer]) for head, layer in zip(self.exit_heads, config.exit_layers)]
-        exit_logits.append(self.final_head(outputs.last_hidden_state))
+        exit_logits = [
+            head(self._head_input(hidden_states[layer], attention_mask))
+            for head, layer in zip(self.exit_heads, config.exit_layers)
+        ]
+        exit_logits.append(self.final_head(self._head_input(outputs.last_hidden_state, attention_mask)))
         if self.training:
             logits = exit_logits[-1]
             exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
@@ -326,7 +357,7 @@ class EarlyExitMixin:
             index = exit_of_layer.get(number)
             if index is None or not active[index]:
                 continue
-            head_logits = self.exit_heads[index](hidden)
+            head_logits = self.exit_heads[index](self._head_input(hidden, running_mask_2d))
             if forced is not None:
                 leave = forced == number
             else:
@@ -349,7 +380,8 @@ class EarlyExitMixin:
             state = tuple(part[stay] for part in state) if state is not None else None
             layer_mask, running_mask_2d = self._keep_mask_rows(layer_mask, running_mask_2d, stay, running, hidden)
 
-        logits_out.index_copy_(0, rows, self.final_head(hidden).to(logits_out.dtype))
+        final_logits = self.final_head(self._head_input(hidden, running_mask_2d))
+        logits_out.index_copy_(0, rows, final_logits.to(logits_out.dtype))
         return self._make_output(logits_out, exit_layer_out)
 
     def _keep_mask_rows(self, layer_mask, mask_2d, stay, running, hidden):
@@ -389,6 +421,11 @@ class EarlyExitForTokenClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The standard token head of XLM-R and BERT alike: ``dropout`` + linear ``classifier``."""
+        if config.pooling != "first":
+            raise ValueError(
+                f"pooling={config.pooling!r} is for sequence classification; {type(self).__name__} classifies each "
+                "token (its heads read every token), so use pooling='first'"
+            )
         record_architecture(self, config)
         self.num_labels = config.num_labels
         self.dropout = nn.Dropout(classifier_dropout(config))
