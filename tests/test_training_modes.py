@@ -309,6 +309,17 @@ def test_labels_required_outside_self_distillation_and_bad_arguments_fail_in_one
         EarlyExitTrainer(
             model=tiny_model(exit_layers=[LAYERS]), args=training_args(tmp_path, exit_training_mode="two_stage")
         )
+    # Modes that freeze parameters per step need DDP's unused-parameter search (and non-reentrant checkpointing).
+    with pytest.raises(ValueError, match=r"ddp_find_unused_parameters=False with exit_training_mode='alternating'"):
+        EarlyExitTrainer(
+            model=tiny_model(),
+            args=training_args(tmp_path, ddp_find_unused_parameters=False, exit_training_mode="alternating"),
+        )
+    reentrant = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": True}}
+    with pytest.raises(ValueError, match=r"expected use_reentrant=False"):
+        EarlyExitTrainer(model=tiny_model(), args=training_args(tmp_path, exit_training_mode="two_stage", **reentrant))
+    searched = training_args(tmp_path, exit_training_mode="two_stage", activation_checkpointing=True)
+    assert EarlyExitTrainer(model=tiny_model(), args=searched).args.ddp_find_unused_parameters is True
     with pytest.raises(ValueError, match="args must be EarlyExitTrainingArguments"):
         EarlyExitTrainer(model=tiny_model(), args=TrainingArguments(output_dir=str(tmp_path)))
 
@@ -352,11 +363,20 @@ for case, (mode, overrides, labelled) in DDP_CASES.items():
 if trainer.accelerator.is_main_process:
     torch.save({"world_size": trainer.accelerator.num_processes, "params": params}, f"{output_dir}/params.pt")
 """
-DDP_CASES = {
+DDP_MODE_CASES = {
     "joint": ("joint", {}, True),
     "two_stage_2": ("two_stage", {"first_stage_steps": 0}, True),
+    "two_stage_switch": ("two_stage", {"first_stage_steps": 1, "max_steps": 2}, True),
     "alternating": ("alternating", {"max_steps": 2}, True),
     "self_distillation_unlabelled": ("self_distillation", {}, False),
+}
+# Every mode also with gradient checkpointing: the Trainer then builds DDP without find_unused_parameters unless told.
+DDP_CASES = {
+    **DDP_MODE_CASES,
+    **{
+        f"{case}_checkpointed": (mode, {**overrides, "gradient_checkpointing": True}, labelled)
+        for case, (mode, overrides, labelled) in DDP_MODE_CASES.items()
+    },
 }
 
 
@@ -388,8 +408,9 @@ def test_two_process_ddp_takes_the_single_process_batch_8_step(tmp_path):
         assert_same_step((initial, single["params"][case]), (initial, ddp["params"][case]))
     for name, value in initial.items():
         if not is_exit_head(name):
-            assert torch.equal(ddp["params"]["two_stage_2"][name], value), name
-            assert torch.equal(ddp["params"]["self_distillation_unlabelled"][name], value), name
+            for frozen in ("two_stage_2", "self_distillation_unlabelled"):
+                assert torch.equal(ddp["params"][frozen][name], value), name
+                assert torch.equal(ddp["params"][f"{frozen}_checkpointed"][name], value), name
 
 
 def test_arguments_parse_from_flags_and_dicts():

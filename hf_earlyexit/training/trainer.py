@@ -20,7 +20,6 @@ from .component_log import ComponentAverager
 from .losses import cross_entropy_sum, distillation_kl_sum, weighted_exits_cross_entropy_sum
 from .modes import StepPlan, step_plan
 
-EXIT_HEADS_PREFIX = "exit_heads."
 # Index of each item count in the tensor `_item_counts` returns, and which count normalises each component.
 LABELLED, DISTILLED = 0, 1
 COUNT_OF = {"final": LABELLED, "exits": LABELLED, "distill": DISTILLED}
@@ -28,6 +27,26 @@ COUNT_OF = {"final": LABELLED, "exits": LABELLED, "distill": DISTILLED}
 
 def _detach_inputs(module, args):
     return tuple(arg.detach() if torch.is_tensor(arg) else arg for arg in args)
+
+
+def _let_ddp_skip_frozen_parameters(args: EarlyExitTrainingArguments) -> None:
+    """Modes other than joint switch ``requires_grad`` per step after DDP was built, so DDP must look for the
+    parameters a step leaves out; the Trainer would not for a checkpointing ``PreTrainedModel`` (then DDP fails at
+    step 2, "Expected to have finished reduction in the prior iteration")."""
+    if args.exit_training_mode == "joint":
+        return
+    if args.ddp_find_unused_parameters is False:
+        raise ValueError(
+            f"ddp_find_unused_parameters=False with exit_training_mode={args.exit_training_mode!r}; expected None or "
+            "True (the mode freezes parameters per step, which DDP must be allowed to skip)"
+        )
+    checkpointing = dict(args.activation_checkpointing_kwargs or {})
+    if args.activation_checkpointing and checkpointing.get("use_reentrant"):
+        raise ValueError(
+            f"activation_checkpointing_kwargs={checkpointing} with exit_training_mode={args.exit_training_mode!r}; "
+            "expected use_reentrant=False (reentrant checkpointing cannot run under DDP's unused-parameter search)"
+        )
+    args.ddp_find_unused_parameters = True
 
 
 class EarlyExitTrainer(Trainer):
@@ -63,12 +82,15 @@ class EarlyExitTrainer(Trainer):
                 f"exit_loss_weights={config.exit_loss_weights!r} gives the intermediate exits zero total weight; "
                 "nothing would train them"
             )
+        _let_ddp_skip_frozen_parameters(args)
         super().__init__(model=model, args=args, **kwargs)
         self._exit_weights = weights
         self._per_token = bool(getattr(model, "per_token", False))
         # The parameters a step may switch on: whatever was trainable when the trainer was built (the optimizer is
-        # created from these before the first step freezes anything).
-        self._trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        # created from these before the first step freezes anything). Exit heads are told apart by identity, not by
+        # name: PEFT (``base_model.model.``, ``modules_to_save`` copies), DDP and FSDP rename parameters.
+        exit_head_ids = {id(p) for p in model.exit_heads.parameters()}
+        self._trainable = [(p, id(p) in exit_head_ids) for p in model.parameters() if p.requires_grad]
         self._accumulated_counts: torch.Tensor | None = None
         self._components = ComponentAverager()
 
@@ -85,8 +107,8 @@ class EarlyExitTrainer(Trainer):
         )
 
     def _apply_plan(self, plan: StepPlan) -> None:
-        for name, parameter in self._trainable:
-            parameter.requires_grad_(plan.train_exit_heads if name.startswith(EXIT_HEADS_PREFIX) else plan.train_rest)
+        for parameter, is_exit_head in self._trainable:
+            parameter.requires_grad_(plan.train_exit_heads if is_exit_head else plan.train_rest)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Frozen parameters get no .grad at all (not a zero one), so optimizers skip them entirely: no weight decay,
@@ -99,7 +121,7 @@ class EarlyExitTrainer(Trainer):
             return super().train(*args, **kwargs)
         finally:
             # A stage may have frozen parts of the model; hand it back as trainable as it came.
-            for _, parameter in self._trainable:
+            for parameter, _ in self._trainable:
                 parameter.requires_grad_(True)
 
     @contextlib.contextmanager
