@@ -33,6 +33,10 @@ class EarlyExitConfigMixin:
         exit_window: context window for per-token exit (token granularity), >= 1.
     """
 
+    # What `Trainer.predict` / `evaluate` leave out of `predictions`, so that they are the logits alone and a standard
+    # `compute_metrics` (`np.argmax(p.predictions, -1)`) works; `predict(..., ignore_keys=[])` adds `exit_layer`.
+    keys_to_ignore_at_inference = ["exit_layer", "exit_logits", "hidden_states", "attentions"]
+
     exit_layers: list[int] | None = None
     exit_criterion: str = "entropy"
     exit_threshold: float | list[float] = 0.0

@@ -23,6 +23,9 @@ from .modes import StepPlan, step_plan
 # Index of each item count in the tensor `_item_counts` returns, and which count normalises each component.
 LABELLED, DISTILLED = 0, 1
 COUNT_OF = {"final": LABELLED, "exits": LABELLED, "distill": DISTILLED}
+# Evaluation measures one fixed quantity whatever step the schedule is at: the joint loss over every exit (what the
+# model's own training loss is), with its components (and, in self_distillation, the exit KL) as separate metrics.
+EVALUATION_PLAN = StepPlan("joint", train_exit_heads=True, train_rest=True)
 
 
 def _detach_inputs(module, args):
@@ -93,6 +96,7 @@ class EarlyExitTrainer(Trainer):
         self._trainable = [(p, id(p) in exit_head_ids) for p in model.parameters() if p.requires_grad]
         self._accumulated_counts: torch.Tensor | None = None
         self._components = ComponentAverager()
+        self._eval_components = ComponentAverager()
 
     # ---- which loss, which parameters ----
 
@@ -173,11 +177,13 @@ class EarlyExitTrainer(Trainer):
     # ---- loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The loss of the current step's plan. ``num_items_in_batch`` (the Trainer's label count) is accepted and
-        not used: KL terms need their own count, and unlabelled batches get none (see the module docstring)."""
+        """Training: the loss of the current step's plan; evaluation: `EVALUATION_PLAN`'s. ``num_items_in_batch`` (the
+        Trainer's label count) is accepted and not used: KL terms need their own count, and unlabelled batches get
+        none (see the module docstring)."""
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
-        plan = self.current_plan(labels is not None)
+        training = model.training
+        plan = self.current_plan(labels is not None) if training else EVALUATION_PLAN
         if plan.needs_labels and labels is None:
             raise ValueError(
                 f"exit_training_mode={self.args.exit_training_mode!r} (loss {plan.loss!r}) needs labels; only "
@@ -185,15 +191,16 @@ class EarlyExitTrainer(Trainer):
             )
         with self._exit_inputs_detached(plan.detach_exit_inputs):
             outputs = model(**inputs, output_exit_logits=True, return_dict=True)
-        training = model.training
         local_counts = self._item_counts({**inputs, "labels": labels})
         denominators = self._denominators(local_counts, training)
         sums = self._component_sums(plan, outputs.exit_logits, labels, inputs.get("attention_mask"))
+        if not training and self.args.exit_training_mode == "self_distillation":
+            sums["distill"] = self._distill_sum(outputs.exit_logits, inputs.get("attention_mask"))
         means = {name: value / denominators[COUNT_OF[name]].to(value.device) for name, value in sums.items()}
         loss = self._combine(plan, means)
-        if training:
-            for name, value in sums.items():
-                self._components.add(name, value, local_counts[COUNT_OF[name]])
+        components = self._components if training else self._eval_components
+        for name, value in sums.items():
+            components.add(name, value, local_counts[COUNT_OF[name]])
         if not return_outputs:
             return loss
         # Per-exit logits stay out of what prediction_step gathers: the same fields a plain evaluation returns.
@@ -210,12 +217,17 @@ class EarlyExitTrainer(Trainer):
                 exit_logits[:-1], self._exit_weights[:-1], labels, smoothing
             )
         if plan.loss == "distill":
-            mask = attention_mask if self._per_token else None
-            teacher = exit_logits[-1].detach()
-            temperature = self.args.distillation_temperature
-            kl = [distillation_kl_sum(logits, teacher, temperature, mask) for logits in exit_logits[:-1]]
-            sums["distill"] = torch.stack(kl).mean()
+            sums["distill"] = self._distill_sum(exit_logits, attention_mask)
         return sums
+
+    def _distill_sum(self, exit_logits, attention_mask) -> torch.Tensor:
+        """Mean over intermediate exits of their T²-scaled KL to the final head, summed over items."""
+        mask = attention_mask if self._per_token else None
+        teacher = exit_logits[-1].detach()
+        temperature = self.args.distillation_temperature
+        return torch.stack(
+            [distillation_kl_sum(logits, teacher, temperature, mask) for logits in exit_logits[:-1]]
+        ).mean()
 
     def _combine(self, plan: StepPlan, means: dict[str, torch.Tensor]) -> torch.Tensor:
         if plan.loss == "joint" and "exits" in means:
@@ -225,6 +237,16 @@ class EarlyExitTrainer(Trainer):
         if plan.loss == "distill":
             return means.get("final", 0.0) + self.args.distillation_weight * means["distill"]
         return means["final" if plan.loss == "joint" else plan.loss]  # joint without intermediate exits: final only
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._eval_components = ComponentAverager()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        # Every process runs the loop, so the reduce inside is safe; the metrics then go out with the Trainer's own.
+        components = self._eval_components.pop_means(self.accelerator, self.args.device)
+        output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in components.items()})
+        return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
