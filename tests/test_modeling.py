@@ -399,3 +399,20 @@ def test_gradient_checkpointing_gives_the_same_joint_loss_gradients():
     checkpointed_loss, checkpointed_grad = loss_and_grad(True)
     torch.testing.assert_close(checkpointed_loss, plain_loss)
     torch.testing.assert_close(checkpointed_grad, plain_grad)
+
+
+@pytest.mark.parametrize("family,task", FAMILY_TASKS)
+def test_loading_with_fewer_layers_re_resolves_the_exit_layers(family, task, tmp_path):
+    model = tiny_model(family, task)  # 4 layers, an exit at each
+    model.save_pretrained(tmp_path)
+    shallow = type(model).from_pretrained(tmp_path, num_hidden_layers=2).eval()
+    assert shallow.config.exit_layers == [1, 2] and len(shallow.exit_heads) == 1
+    input_ids, attention_mask = padded_batch([5, 9, 4])
+    with torch.no_grad():
+        output = shallow(input_ids, attention_mask=attention_mask, output_exit_logits=True, exit_threshold=2.0)
+    assert len(output.exit_logits) == 2 and bool((output.exit_layer == 1).all())
+    torch.testing.assert_close(shallow.exit_heads[0].out_proj.weight, model.exit_heads[0].out_proj.weight)
+    model.config.exit_threshold = [0.1, 0.2, 0.3, 0.0]  # one per saved exit: cannot fit 2 layers
+    model.save_pretrained(tmp_path / "per_exit")
+    with pytest.raises(ValueError, match=r"exit_threshold has 4 values .*one per exit layer \(2\)"):
+        type(model).from_pretrained(tmp_path / "per_exit", num_hidden_layers=2)

@@ -72,6 +72,19 @@ def resolve_exit_layers(exit_layers: list[int] | None, num_hidden_layers: int) -
     return layers
 
 
+def fit_exit_layers(config) -> None:
+    """Re-resolve ``exit_layers`` for the config's current depth: ``from_pretrained(..., num_hidden_layers=k)`` sets
+    the depth after the saved exit layers were resolved for the old one. Exits deeper than the model are dropped (the
+    last layer stays an exit); fields that then no longer fit (a per-exit list) fail in one line."""
+    if config.exit_layers and config.exit_layers[-1] == config.num_hidden_layers:
+        return
+    config.exit_layers = resolve_exit_layers(
+        [layer for layer in config.exit_layers or () if layer <= config.num_hidden_layers] or None,
+        config.num_hidden_layers,
+    )
+    validate_exit_fields(config)
+
+
 def validate_exit_fields(config) -> None:
     """One-line ValueErrors for every exit field; ``config.exit_layers`` must already be resolved."""
     num_exits = len(config.exit_layers)

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput, logging
 
-from .configuration_early_exit import exit_loss_weights
+from .configuration_early_exit import exit_loss_weights, fit_exit_layers
 from .criteria import check_exit_layers, exit_step, exits_needing_heads, gather_exits, per_exit_thresholds, select_exits
 from .token_exit import forced_token_layers, forward_token_exit
 
@@ -417,6 +417,7 @@ class EarlyExitForSequenceClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The family sets its own standard ``classifier`` (and ``final_head``); the exit heads are generic."""
+        fit_exit_layers(config)
         record_architecture(self, config)
         self.num_labels = config.num_labels
         self.exit_heads = build_exit_heads(config, per_token=False)
@@ -430,6 +431,7 @@ class EarlyExitForTokenClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The standard token head of XLM-R and BERT alike: ``dropout`` + linear ``classifier``."""
+        fit_exit_layers(config)
         record_architecture(self, config)
         self.num_labels = config.num_labels
         self.dropout = nn.Dropout(classifier_dropout(config))
@@ -448,11 +450,12 @@ def link_auto_classes(config_class, sequence_class, token_class) -> None:
 
     auto_map = {
         "AutoConfig": reference(config_class),
-        "AutoModel": reference(sequence_class),
         "AutoModelForSequenceClassification": reference(sequence_class),
         "AutoModelForTokenClassification": reference(token_class),
     }
     config_class.register_for_auto_class("AutoConfig")
     sequence_class.register_for_auto_class("AutoModelForSequenceClassification")
     token_class.register_for_auto_class("AutoModelForTokenClassification")
-    sequence_class.remote_auto_map = token_class.remote_auto_map = auto_map
+    # AutoModel gives back the task class that was saved, as the package's own registration does.
+    for cls in (sequence_class, token_class):
+        cls.remote_auto_map = {**auto_map, "AutoModel": reference(cls)}
