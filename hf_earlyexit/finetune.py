@@ -32,7 +32,7 @@ from .evaluation.efficiency import describe_model, full_depth_flops, measure_eff
 from .evaluation.plots import write_plots
 from .evaluation.report import write_report
 from .evaluation.results import build_results, save_results
-from .evaluation.sweep import DEFAULT_THRESHOLDS, evaluate_languages
+from .evaluation.sweep import DEFAULT_THRESHOLDS, check_sweepable, evaluate_languages
 from .hub import create_model_card, push_finished_folder, take_push_settings
 from .modeling import EARLY_EXIT_FAMILIES
 from .pipelines import save_pretrained_with_pipeline
@@ -304,6 +304,7 @@ def run_task(
     if model_args.freeze_word_embeddings:
         # Before the trainer is built: the trainer and its exit modes only ever switch what was trainable then.
         model.get_input_embeddings().weight.requires_grad_(False)
+    check_sweepable(model.config)  # before any training: the run ends with a threshold sweep
     max_length = data_args.max_seq_length
     train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
     eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)

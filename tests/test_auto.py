@@ -42,6 +42,10 @@ def test_save_writes_safetensors_code_and_an_auto_map_for_all_four_auto_classes(
         auto_map["AutoModel"] == auto_map["AutoModelForSequenceClassification"] == f"{module}.{spec.sequence.__name__}"
     )
     assert auto_map["AutoModelForTokenClassification"] == f"{module}.{spec.token.__name__}"
+    token_model = tiny_model(family, "token")
+    token_model.save_pretrained(tmp_path / "token")
+    token_map = json.loads((tmp_path / "token" / "config.json").read_text())["auto_map"]
+    assert token_map == {**auto_map, "AutoModel": f"{module}.{spec.token.__name__}"}  # the saved task class
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -50,7 +54,7 @@ def test_round_trip_through_every_auto_class(family, tmp_path):
     inputs = dict(zip(("input_ids", "attention_mask"), padded_batch([4, 9, 6, 11, 3])))
     for task, auto_classes in (
         ("sequence", (AutoModel, AutoModelForSequenceClassification)),
-        ("token", (AutoModelForTokenClassification,)),
+        ("token", (AutoModel, AutoModelForTokenClassification)),
     ):
         model = tiny_model(family, task, exit_criterion="max_prob", exit_threshold=0.3)
         folder = tmp_path / task

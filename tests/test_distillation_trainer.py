@@ -271,6 +271,26 @@ def test_remove_unused_columns_keeps_what_losses_need(tmp_path):
     assert os.path.isdir(tmp_path)
 
 
+def test_evaluation_of_a_token_exit_student_runs_it_at_full_depth_whatever_its_exit_settings(tmp_path):
+    """In eval the token-exit path would call the Q/K/V modules again on packed tokens; the capture must not see it."""
+    from transformers import XLMRobertaForTokenClassification
+
+    from hf_earlyexit import XLMRobertaEarlyExitConfig, XLMRobertaForEarlyExitTokenClassification
+
+    torch.manual_seed(0)
+    teacher = XLMRobertaForTokenClassification(tiny_config(4, 64, 4, num_labels=3, initializer_range=0.2))
+    config = XLMRobertaEarlyExitConfig(**tiny_config(2, 48, 3, num_labels=3).to_dict())
+    student = XLMRobertaForEarlyExitTokenClassification(config)
+    batch = mlm_batch()
+    batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["input_ids"] % 3, -100)
+    trainer = make_trainer(tmp_path, teacher, student, as_dataset(batch), logit_loss="kl", hard_label_weight=1.0)
+    results = {}
+    for granularity, threshold in (("sequence", 0.0), ("token", 0.0), ("token", 2.0)):  # 2.0: every token exits at 1
+        student.config.exit_granularity, student.config.exit_threshold = granularity, threshold
+        results[(granularity, threshold)] = trainer.evaluate(as_dataset(batch))["eval_loss"]
+    assert len(set(results.values())) == 1 and results[("token", 2.0)] > 0, results
+
+
 def test_early_exit_student_distils_and_exports(tmp_path):
     from transformers import AutoModelForSequenceClassification
 

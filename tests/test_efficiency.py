@@ -106,3 +106,28 @@ def test_measure_efficiency_fills_the_results_schema():
         measure_efficiency(m, EXAMPLES, chosen_threshold=-1)
     with pytest.raises(ValueError, match="repeats=0"):
         measure_latency_ms(m, fixed_length_batch(EXAMPLES, 1, 8, 1), [0.0], repeats=0)
+
+
+def test_token_exit_full_depth_reference_computes_what_the_exit_path_computes_when_no_token_leaves():
+    """Token-level exit packs the real tokens: the full-depth timing must run the same packed path, else padding
+    removal shows up as an early-exit speed-up with no token leaving (rows padded 4x here)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_earlyexit.evaluation.efficiency import _forward
+    from hf_earlyexit.modeling import XLMRobertaForEarlyExitTokenClassification
+
+    torch.manual_seed(0)
+    config = model().config
+    config.exit_granularity, config.architectures = "token", None
+    token_model = XLMRobertaForEarlyExitTokenClassification(config).eval()
+    inputs = fixed_length_batch(EXAMPLES[:1], batch_size=4, seq_len=20, pad_token_id=1)
+    flops = {}
+    for setting, threshold in (("full_depth", 0.0), ("chosen", 1e-9)):  # nothing is that certain: no token leaves
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            output = _forward(token_model, inputs, threshold)
+        assert (output.exit_layer[inputs["attention_mask"].bool()] == 3).all()
+        flops[setting] = counter.get_total_flops()
+    assert flops["full_depth"] == pytest.approx(flops["chosen"], rel=0.02), flops
+    efficiency = measure_efficiency(token_model, EXAMPLES, chosen_threshold=0.5, seq_len=32, warmup=0, repeats=1)
+    assert "forced to the last layer" in efficiency["full_depth_reference"]

@@ -357,6 +357,33 @@ def test_eval_with_hidden_states_or_attentions_runs_every_layer_but_keeps_the_ex
     assert with_loss[0].dim() == 0 and torch.equal(with_loss[1], batched.logits)  # loss first, as in transformers
 
 
+@pytest.mark.parametrize("granularity", ["sequence", "token"])
+def test_asking_for_more_outputs_in_eval_changes_neither_the_loss_nor_the_exit_decision(granularity):
+    task = "token" if granularity == "token" else "sequence"
+    model = tiny_model("xlm-roberta", task, exit_granularity=granularity).eval()
+    input_ids, attention_mask = padded_batch(mixed_lengths(12, seed=3), seed=3)
+    thresholds = mixing_thresholds(model, input_ids, attention_mask)
+    labels = torch.randint(
+        0, 3, input_ids.shape if task == "token" else (12,), generator=torch.Generator().manual_seed(0)
+    )
+    call = {"attention_mask": attention_mask, "labels": labels, "exit_threshold": thresholds}
+    with torch.no_grad():
+        plain = model(input_ids, **call)
+        asked = {
+            "output_hidden_states": model(input_ids, **call, output_hidden_states=True),
+            "output_exit_logits": model(input_ids, **call, output_exit_logits=True),
+        }
+        model.config.output_hidden_states = True
+        asked["config.output_hidden_states"] = model(input_ids, **call)
+    assert len(set(plain.exit_layer.flatten().tolist())) >= 2  # the thresholds really split the batch
+    expected_loss = torch.nn.functional.cross_entropy(plain.logits.reshape(-1, 3).float(), labels.reshape(-1))
+    torch.testing.assert_close(plain.loss, expected_loss)
+    for name, output in asked.items():
+        assert torch.equal(output.exit_layer, plain.exit_layer), name
+        torch.testing.assert_close(output.logits, plain.logits, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(output.loss, plain.loss, atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_gradient_checkpointing_gives_the_same_joint_loss_gradients():
     def loss_and_grad(checkpointing):
         model = tiny_model("xlm-roberta", "sequence", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -417,3 +444,20 @@ def test_mean_pooling_is_refused_for_token_models_and_for_masks_it_cannot_read()
     input_ids, attention_mask = padded_batch([4, 6])
     with pytest.raises(ValueError, match=r"pooling='mean' needs a 2-D \(batch, seq\) attention_mask .* \(2, 1, 6, 6\)"):
         model(input_ids, attention_mask=attention_mask[:, None, None, :].expand(2, 1, 6, 6))
+
+
+@pytest.mark.parametrize("family,task", FAMILY_TASKS)
+def test_loading_with_fewer_layers_re_resolves_the_exit_layers(family, task, tmp_path):
+    model = tiny_model(family, task)  # 4 layers, an exit at each
+    model.save_pretrained(tmp_path)
+    shallow = type(model).from_pretrained(tmp_path, num_hidden_layers=2).eval()
+    assert shallow.config.exit_layers == [1, 2] and len(shallow.exit_heads) == 1
+    input_ids, attention_mask = padded_batch([5, 9, 4])
+    with torch.no_grad():
+        output = shallow(input_ids, attention_mask=attention_mask, output_exit_logits=True, exit_threshold=2.0)
+    assert len(output.exit_logits) == 2 and bool((output.exit_layer == 1).all())
+    torch.testing.assert_close(shallow.exit_heads[0].out_proj.weight, model.exit_heads[0].out_proj.weight)
+    model.config.exit_threshold = [0.1, 0.2, 0.3, 0.0]  # one per saved exit: cannot fit 2 layers
+    model.save_pretrained(tmp_path / "per_exit")
+    with pytest.raises(ValueError, match=r"exit_threshold has 4 values .*one per exit layer \(2\)"):
+        type(model).from_pretrained(tmp_path / "per_exit", num_hidden_layers=2)

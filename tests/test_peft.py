@@ -7,9 +7,12 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from test_modeling import mixing_thresholds, padded_batch, tiny_model
+from test_training_modes import PARAMETER_CASES, GradientRecorder, random_examples, training_args
+from test_training_modes import tiny_model as modes_tiny_model
 from transformers import Trainer, TrainingArguments
 
 from hf_earlyexit import XLMRobertaForEarlyExit
+from hf_earlyexit.training import EarlyExitTrainer
 
 NUM_LAYERS = 3
 SEQ_LEN = 8
@@ -139,3 +142,33 @@ def test_peft_cannot_wrap_the_exit_heads_list_itself_hence_one_entry_per_head():
     model = tiny_model("xlm-roberta", "sequence", num_hidden_layers=NUM_LAYERS)
     with pytest.raises(TypeError, match="ModuleList"):
         get_peft_model(model, LoraConfig(target_modules=["query", "value"], modules_to_save=["exit_heads"]))
+
+
+def _peft_group(predicate):
+    """A PARAMETER_CASES group as PEFT names it: exit heads live under ``base_model.model.exit_heads.i.
+    modules_to_save``, the backbone's trainable parameters are its LoRA matrices."""
+
+    def in_group(name):
+        plain = name.removeprefix("base_model.model.").replace(".modules_to_save.default.", ".")
+        plain = plain.replace(".lora_A.default.", ".").replace(".lora_B.default.", ".")
+        return predicate(plain)
+
+    return in_group
+
+
+@pytest.mark.parametrize("case", list(PARAMETER_CASES))
+def test_every_exit_training_mode_trains_the_right_parameters_under_the_documented_lora_recipe(tmp_path, case):
+    mode, overrides, labelled, expected_steps, _ = PARAMETER_CASES[case]
+    model = modes_tiny_model()
+    peft_model = get_peft_model(model, early_exit_lora_config(model))
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    recorder = GradientRecorder()
+    args = training_args(tmp_path, exit_training_mode=mode, **overrides)
+    examples = random_examples("sequence", 8, labelled=labelled)
+    trainer = EarlyExitTrainer(model=peft_model, args=args, train_dataset=examples)
+    trainer.add_callback(recorder)
+    trainer.train()
+    assert len(recorder.steps) == len(expected_steps)
+    for step, ((group, predicate), with_grad) in enumerate(zip(expected_steps, recorder.steps), start=1):
+        expected = {name for name in trainable if _peft_group(predicate)(name)}
+        assert expected and with_grad == expected, f"step {step} should train {group}: {sorted(with_grad ^ expected)}"

@@ -291,3 +291,13 @@ def test_unlabelled_or_empty_data_is_refused():
         collect_exit_logits(model, unlabelled, lambda f: {"input_ids": torch.tensor([x["input_ids"] for x in f])})
     with pytest.raises(ValueError, match="empty"):
         collect_exit_logits(model, sequence_dataset(1).select([]), pad_collator)
+
+
+def test_patience_is_refused_by_the_sweep_because_every_positive_threshold_is_one_operating_point():
+    model, dataset = sequence_model("patience"), sequence_dataset(16)
+    entry, _ = sweep_language(model, dataset, pad_collator, THRESHOLDS, max_drop=0.05, batch_size=8)
+    points = {(row["metric"], row["flops_saving"]) for row in entry["sweep"] if row["threshold"] > 0}
+    assert len(points) == 1  # why: the threshold only switches the exits on
+    with pytest.raises(ValueError, match=r"exit_criterion='patience' cannot be threshold-swept") as error:
+        evaluate_languages(model, {"en": dataset}, pad_collator, THRESHOLDS, max_drop=0.05, batch_size=8)
+    assert "\n" not in str(error.value)

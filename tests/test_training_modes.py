@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -309,6 +310,17 @@ def test_labels_required_outside_self_distillation_and_bad_arguments_fail_in_one
         EarlyExitTrainer(
             model=tiny_model(exit_layers=[LAYERS]), args=training_args(tmp_path, exit_training_mode="two_stage")
         )
+    # Modes that freeze parameters per step need DDP's unused-parameter search (and non-reentrant checkpointing).
+    with pytest.raises(ValueError, match=r"ddp_find_unused_parameters=False with exit_training_mode='alternating'"):
+        EarlyExitTrainer(
+            model=tiny_model(),
+            args=training_args(tmp_path, ddp_find_unused_parameters=False, exit_training_mode="alternating"),
+        )
+    reentrant = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": True}}
+    with pytest.raises(ValueError, match=r"expected use_reentrant=False"):
+        EarlyExitTrainer(model=tiny_model(), args=training_args(tmp_path, exit_training_mode="two_stage", **reentrant))
+    searched = training_args(tmp_path, exit_training_mode="two_stage", activation_checkpointing=True)
+    assert EarlyExitTrainer(model=tiny_model(), args=searched).args.ddp_find_unused_parameters is True
     with pytest.raises(ValueError, match="args must be EarlyExitTrainingArguments"):
         EarlyExitTrainer(model=tiny_model(), args=TrainingArguments(output_dir=str(tmp_path)))
 
@@ -321,11 +333,63 @@ def test_evaluate_reports_the_modes_loss_and_predicts_like_a_plain_evaluation(tm
     metrics = trainer.evaluate()
     batch = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
     with torch.no_grad():
+        joint = model.train()(**batch).loss  # no dropout in the tiny model: the joint loss of these weights
         expected = model.eval()(**batch, output_exit_logits=True)
-    assert metrics["eval_loss"] == pytest.approx(float(expected.loss), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(float(joint), rel=1e-5)
     predictions = trainer.predict(examples).predictions
-    assert len(predictions) == 2  # logits and exit_layer, no per-exit logits
-    torch.testing.assert_close(torch.as_tensor(predictions[0]), expected.logits)
+    torch.testing.assert_close(torch.as_tensor(predictions), expected.logits)
+    logits, exit_layer = trainer.predict(examples, ignore_keys=[]).predictions  # exit layers on request
+    torch.testing.assert_close(torch.as_tensor(logits), expected.logits)
+    assert torch.equal(torch.as_tensor(exit_layer), expected.exit_layer)
+
+
+@pytest.mark.parametrize(
+    "mode,overrides,steps",
+    [("alternating", {}, (0, 1)), ("two_stage", {"first_stage_steps": 1}, (0, 1)), ("self_distillation", {}, (0, 3))],
+)
+def test_eval_loss_depends_on_the_weights_not_on_where_the_schedule_stands(tmp_path, mode, overrides, steps):
+    model = tiny_model()
+    examples = random_examples("sequence", 8)
+    args = training_args(tmp_path, exit_training_mode=mode, per_device_eval_batch_size=4, max_steps=4, **overrides)
+    trainer = EarlyExitTrainer(model=model, args=args, eval_dataset=examples)
+    trainer.state.max_steps = 4
+    metrics = []
+    for step in steps:  # different plans: final vs joint, stage 1 vs stage 2
+        trainer.state.global_step = step
+        metrics.append(trainer.evaluate())
+    batch = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    with torch.no_grad():
+        joint = model.train()(**batch).loss
+    for result in metrics:
+        assert result["eval_loss"] == pytest.approx(float(joint), rel=1e-5)
+        # Linear weights 1, 2, 3: the final exit carries half of the joint loss; per-batch means averaged.
+        assert result["eval_loss"] == pytest.approx(0.5 * result["eval_loss/final"] + 0.5 * result["eval_loss/exits"])
+        assert ("eval_loss/distill" in result) == (mode == "self_distillation")
+        assert {k: v for k, v in result.items() if "loss" in k} == {k: v for k, v in metrics[0].items() if "loss" in k}
+
+
+@pytest.mark.parametrize("task", ["sequence", "token"])
+def test_plain_trainer_predictions_are_the_logits_so_a_standard_compute_metrics_works(tmp_path, task):
+    examples = random_examples(task, 8)
+    model = tiny_model(task, exit_threshold=0.9)
+
+    def compute_metrics(prediction):
+        predicted = np.argmax(prediction.predictions, axis=-1)
+        labelled = prediction.label_ids != -100
+        return {"accuracy": float((predicted == prediction.label_ids)[labelled].mean())}
+
+    args = training_args(tmp_path, TrainingArguments, per_device_eval_batch_size=4)
+    trainer = Trainer(model=model, args=args, eval_dataset=examples, compute_metrics=compute_metrics)
+    metrics = trainer.evaluate()
+    batch = {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
+    with torch.no_grad():
+        expected = model.eval()(**batch)
+    labelled = batch["labels"] != -100
+    accuracy = (expected.logits.argmax(-1) == batch["labels"])[labelled].float().mean()
+    assert metrics["eval_accuracy"] == pytest.approx(float(accuracy))
+    trainer.compute_metrics = None  # predictions with exit layers are a tuple, which this metric does not take
+    exit_layer = trainer.predict(examples, ignore_keys=[]).predictions[1]
+    assert torch.equal(torch.as_tensor(exit_layer), expected.exit_layer)
 
 
 # The driver each process runs: every case trains from the same initial model; rank 0 saves the parameters.
@@ -352,11 +416,20 @@ for case, (mode, overrides, labelled) in DDP_CASES.items():
 if trainer.accelerator.is_main_process:
     torch.save({"world_size": trainer.accelerator.num_processes, "params": params}, f"{output_dir}/params.pt")
 """
-DDP_CASES = {
+DDP_MODE_CASES = {
     "joint": ("joint", {}, True),
     "two_stage_2": ("two_stage", {"first_stage_steps": 0}, True),
+    "two_stage_switch": ("two_stage", {"first_stage_steps": 1, "max_steps": 2}, True),
     "alternating": ("alternating", {"max_steps": 2}, True),
     "self_distillation_unlabelled": ("self_distillation", {}, False),
+}
+# Every mode also with gradient checkpointing: the Trainer then builds DDP without find_unused_parameters unless told.
+DDP_CASES = {
+    **DDP_MODE_CASES,
+    **{
+        f"{case}_checkpointed": (mode, {**overrides, "gradient_checkpointing": True}, labelled)
+        for case, (mode, overrides, labelled) in DDP_MODE_CASES.items()
+    },
 }
 
 
@@ -388,8 +461,9 @@ def test_two_process_ddp_takes_the_single_process_batch_8_step(tmp_path):
         assert_same_step((initial, single["params"][case]), (initial, ddp["params"][case]))
     for name, value in initial.items():
         if not is_exit_head(name):
-            assert torch.equal(ddp["params"]["two_stage_2"][name], value), name
-            assert torch.equal(ddp["params"]["self_distillation_unlabelled"][name], value), name
+            for frozen in ("two_stage_2", "self_distillation_unlabelled"):
+                assert torch.equal(ddp["params"][frozen][name], value), name
+                assert torch.equal(ddp["params"][f"{frozen}_checkpointed"][name], value), name
 
 
 def test_arguments_parse_from_flags_and_dicts():

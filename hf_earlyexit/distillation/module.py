@@ -59,9 +59,11 @@ def run_model(
     kwargs = dict(inputs)
     if need_ce:
         kwargs["labels"] = labels
-    if not model.training and _accepts(model, "output_exit_logits"):
-        # Early-exit students run every layer only when asked to; the hooks need every mapped layer.
-        kwargs["output_exit_logits"] = True
+    if not model.training and _accepts(model, "exit_threshold"):
+        # Early-exit students in eval: the hooks need every mapped layer of every token, and the targets are
+        # full-depth quantities, so the student runs at full depth (threshold 0: the plain forward). The capture then
+        # never depends on the exit path (the token path would call Q/K/V again on packed tokens).
+        kwargs["exit_threshold"] = 0.0
     outputs = model(**kwargs)
     return outputs.logits, (outputs.loss if need_ce else None)
 

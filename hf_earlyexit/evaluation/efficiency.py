@@ -77,7 +77,23 @@ def fixed_length_batch(
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def packs_real_tokens(model) -> bool:
+    """Whether the model's early-exit path computes real tokens only (token-level exit packs them; see token_exit)."""
+    return getattr(model.config, "exit_granularity", "sequence") == "token"
+
+
+def full_depth_reference(model) -> str:
+    """What results.json's `full_depth` timings and memory ran: said there, because it decides what the ratio means."""
+    if packs_real_tokens(model):
+        return "token-exit path with every real token forced to the last layer (real tokens packed, as when exiting)"
+    return "plain full-depth forward (threshold 0), same padded rows as the chosen threshold"
+
+
 def _forward(model, inputs: Mapping[str, torch.Tensor], threshold: float):
+    if threshold == FULL_DEPTH_THRESHOLD and packs_real_tokens(model):
+        # The token path drops padding, the plain forward computes it: timing the plain forward at full depth would
+        # credit early exit with the padding removal. Full depth is the same path with no token leaving early.
+        return model(**inputs, forced_exit_layer=model.config.num_hidden_layers)
     return model(**inputs, exit_threshold=threshold)
 
 
@@ -175,6 +191,7 @@ def measure_efficiency(
         "seq_len": seq_len,
         "chosen_threshold": float(chosen_threshold),
         "device": str(next(model.parameters()).device),
+        "full_depth_reference": full_depth_reference(model),
         "latency_ms": latency,
         "peak_memory_mb": memory,
         "peak_memory_batch_size": memory_batch,

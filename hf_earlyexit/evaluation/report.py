@@ -132,7 +132,9 @@ def efficiency_table(results: Mapping[str, Any]) -> str:
     device = efficiency.get("device", "unknown device")
     lines.append(
         f"\nMeasured on {device}, inputs fixed to {efficiency['seq_len']} tokens, median over repetitions "
-        f"(peak memory at batch {efficiency.get('peak_memory_batch_size', 32)}, weights included).\n"
+        f"(peak memory at batch {efficiency.get('peak_memory_batch_size', 32)}, weights included)."
+        + (f" Full depth: {efficiency['full_depth_reference']}." if "full_depth_reference" in efficiency else "")
+        + "\n"
     )
     lines.append(_table(["setting", "latency batch 1 (ms)", "latency batch 32 (ms)", "peak memory (MiB)"], rows))
     return "\n".join(lines)

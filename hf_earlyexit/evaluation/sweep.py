@@ -407,6 +407,16 @@ def verify_batched_exits(
     return ExitCheck(float(threshold), examples, mismatched, max_diff)
 
 
+def check_sweepable(config) -> None:
+    """One-line refusal for a criterion whose threshold sweep cannot trade accuracy for FLOPs: with ``patience`` the
+    threshold only switches exits on (> 0) or off (0), so every positive threshold is the same operating point."""
+    if getattr(config, "exit_criterion", None) == "patience":
+        raise ValueError(
+            "exit_criterion='patience' cannot be threshold-swept (any threshold > 0 gives the same exits); expected "
+            "'entropy' or 'max_prob' for the sweep, or evaluate patience at fixed exit_patience values"
+        )
+
+
 def evaluate_languages(
     model,
     datasets: Mapping[str, Any],
@@ -429,6 +439,7 @@ def evaluate_languages(
     sequence-against-token plot. The chosen thresholds stay the sequence-level ones."""
     if not datasets:
         raise ValueError("datasets is empty; expected one tokenized eval dataset per language")
+    check_sweepable(model.config)
     thresholds = _check_thresholds(thresholds)
     _check_max_drop(max_drop)
     if compare_token_exit and (not is_token_model(model) or exit_granularity(model) != "sequence"):

@@ -31,10 +31,12 @@ EARLY_EXIT_FAMILIES = (
 
 
 def register_auto_classes() -> None:
-    """AutoConfig / AutoModel / AutoModelForSequenceClassification → sequence model, token twin for tokens."""
+    """AutoConfig; AutoModelForSequenceClassification → sequence model, AutoModelForTokenClassification → token twin;
+    AutoModel → the task class the checkpoint was saved from (transformers picks among a tuple by
+    ``config.architectures``; a fresh config, which has none, gets the sequence model)."""
     for config_class, sequence_class, token_class in EARLY_EXIT_FAMILIES:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModel.register(config_class, sequence_class, exist_ok=True)
+        AutoModel.register(config_class, (sequence_class, token_class), exist_ok=True)
         AutoModelForSequenceClassification.register(config_class, sequence_class, exist_ok=True)
         AutoModelForTokenClassification.register(config_class, token_class, exist_ok=True)
 

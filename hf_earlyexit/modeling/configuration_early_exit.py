@@ -39,6 +39,10 @@ class EarlyExitConfigMixin:
             heads read each token.
     """
 
+    # What `Trainer.predict` / `evaluate` leave out of `predictions`, so that they are the logits alone and a standard
+    # `compute_metrics` (`np.argmax(p.predictions, -1)`) works; `predict(..., ignore_keys=[])` adds `exit_layer`.
+    keys_to_ignore_at_inference = ["exit_layer", "exit_logits", "hidden_states", "attentions"]
+
     exit_layers: list[int] | None = None
     exit_criterion: str = "entropy"
     exit_threshold: float | list[float] = 0.0
@@ -73,6 +77,19 @@ def resolve_exit_layers(exit_layers: list[int] | None, num_hidden_layers: int) -
     if not layers or layers[-1] != num_hidden_layers:
         layers.append(num_hidden_layers)
     return layers
+
+
+def fit_exit_layers(config) -> None:
+    """Re-resolve ``exit_layers`` for the config's current depth: ``from_pretrained(..., num_hidden_layers=k)`` sets
+    the depth after the saved exit layers were resolved for the old one. Exits deeper than the model are dropped (the
+    last layer stays an exit); fields that then no longer fit (a per-exit list) fail in one line."""
+    if config.exit_layers and config.exit_layers[-1] == config.num_hidden_layers:
+        return
+    config.exit_layers = resolve_exit_layers(
+        [layer for layer in config.exit_layers or () if layer <= config.num_hidden_layers] or None,
+        config.num_hidden_layers,
+    )
+    validate_exit_fields(config)
 
 
 def validate_exit_fields(config) -> None:

@@ -6,20 +6,23 @@ position_ids / inputs_embeds) and ``.encoder.layer`` (layers called as ``layer(h
 standard classification head as ``final_head(last_hidden_state)``, and ``self.exit_heads`` built by
 ``build_exit_heads``. See ``modeling_xlm_roberta_early_exit.py`` and ``modeling_bert_early_exit.py``.
 
-Three forward paths, chosen per call:
+One step decides how examples leave (``_exit_route``: ``full_depth`` in training or when no example can leave,
+``forced``, ``criterion`` or ``token``); the paths below only execute that decision:
 
 * all exits (training, ``output_exit_logits``, ``output_hidden_states`` or ``output_attentions``): the backbone runs every layer
   (its own forward, so gradient checkpointing and hidden-state capture behave as in transformers) and every exit
-  head runs; in eval the early-exit decision is then taken by ``criteria.select_exits`` from all exit logits.
-* full depth (eval, no exit possible: every intermediate threshold 0 and nothing forced): the plain backbone
-  forward plus the final head, no exit head at all, so exits off costs what the plain model costs.
-* batched exit (eval otherwise): layers run one by one; after each exit layer the rows that leave are written into
-  preallocated outputs and removed from the running batch (hidden states, attention mask, criterion state), so
-  later layers only see the rows that remain. One host synchronisation per active exit layer (how many leave).
-  With ``exit_granularity="token"`` (token classification) each token leaves on its own instead: see
-  ``token_exit.py``. In eval, the all-exits path then takes its ``logits`` / ``exit_layer`` from that batched token
-  path too, because a token's later logits depend on which other tokens froze (no replay of the stored exit logits
-  can reproduce it).
+  head runs; in eval the route's ``logits`` / ``exit_layer`` are then read off the exit logits
+  (``criteria.select_exits`` / ``gather_exits``), except for the ``token`` route, which runs the token path as well:
+  a token's later logits depend on which other tokens froze, so no replay of the stored exit logits reproduces it.
+* full depth (route ``full_depth``): the plain backbone forward plus the final head, no exit head at all, so exits
+  off costs what the plain model costs.
+* batched exit (routes ``forced`` / ``criterion``): layers run one by one; after each exit layer the rows that leave
+  are written into preallocated outputs and removed from the running batch (hidden states, attention mask, criterion
+  state), so later layers only see the rows that remain. One host synchronisation per active exit layer.
+* token exit (route ``token``, token classification): each token leaves on its own; see ``token_exit.py``.
+
+The loss depends on the mode only, never on the outputs asked for: training, the joint weighted CE over exits;
+eval, the CE of the returned ``logits``.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
-from .configuration_early_exit import exit_loss_weights
+from .configuration_early_exit import exit_loss_weights, fit_exit_layers
 from .criteria import check_exit_layers, exit_step, exits_needing_heads, gather_exits, per_exit_thresholds, select_exits
 from .token_exit import forced_token_layers, forward_token_exit
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -43,7 +48,7 @@ class EarlyExitSequenceClassifierOutput(ModelOutput):
     """Output of an early-exit sequence classifier.
 
     Attributes:
-        loss: joint weighted CE over exits when all exits ran, else CE of ``logits``.
+        loss: training mode, the joint weighted CE over exits; eval, CE of ``logits`` (whatever else was asked for).
         logits: ``(batch, num_labels)``, each example's prediction from the layer where it left.
         exit_layer: ``(batch,)`` long, 1-based layer where each example left.
         exit_logits: when all exits ran, one ``(batch, num_labels)`` tensor per exit layer, in order.
@@ -212,12 +217,30 @@ class EarlyExitMixin:
             "inputs_embeds": inputs_embeds,
         }
 
-        # Per-layer outputs of every example only exist when every example runs every layer.
-        if self.training or output_exit_logits or output_hidden_states or kwargs.get("output_attentions"):
-            output = self._forward_all_exits(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
-        elif not self._may_exit_early(forced, thresholds):
+        # The one step that decides how examples leave; everything below only executes it.
+        route = self._exit_route(forced, thresholds)
+        output_attentions = bool(kwargs.get("output_attentions"))
+        if self.training or output_exit_logits or output_hidden_states or output_attentions:
+            # Per-layer outputs of every example only exist when every example runs every layer.
+            if not self.training and route != "full_depth" and (output_hidden_states or output_attentions):
+                logger.warning_once(
+                    "output_hidden_states / output_attentions run every layer for every example: the exit decision "
+                    "and the loss are unchanged, but early exit saves no compute in this call"
+                )
+            every = self._forward_all_exits(inputs, attention_mask, kwargs)
+            logits, exit_layer = self._decide_from_all_exits(
+                route, every, inputs, thresholds, forced, token_mask, kwargs
+            )
+            output = self._make_output(
+                logits,
+                exit_layer,
+                exit_logits=every.exit_logits,
+                hidden_states=every.hidden_states,
+                attentions=every.attentions,
+            )
+        elif route == "full_depth":
             output = self._forward_full_depth(inputs, attention_mask, kwargs)
-        elif token_granularity:
+        elif route == "token":
             output = self._make_output(*forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs))
         else:
             output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
@@ -254,9 +277,21 @@ class EarlyExitMixin:
             return hidden_states
         return pool_sequence(hidden_states, attention_mask, self.config.pooling)
 
-    def _may_exit_early(self, forced, thresholds) -> bool:
-        """Whether any example can leave before the last layer (else the plain full-depth forward is the answer)."""
-        return forced is not None or any(exits_needing_heads(self.config.exit_criterion, thresholds))
+    def _exit_route(self, forced, thresholds) -> str:
+        """How examples leave in this call: ``"full_depth"`` (training, or no example can leave early: every
+        intermediate threshold 0 and nothing forced), ``"forced"``, ``"criterion"`` (sequence-level exit by the
+        criterion) or ``"token"`` (each token on its own, ``exit_granularity="token"``)."""
+        if self.training:
+            return "full_depth"
+        if self.config.exit_granularity == "token" and (
+            forced is not None or any(exits_needing_heads(self.config.exit_criterion, thresholds))
+        ):
+            return "token"
+        if forced is not None:
+            return "forced"
+        if any(exits_needing_heads(self.config.exit_criterion, thresholds)):
+            return "criterion"
+        return "full_depth"
 
     def _criterion_token_mask(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
         """Which tokens the criterion looks at (token classification: the real tokens); None for sequences."""
@@ -272,9 +307,10 @@ class EarlyExitMixin:
         return ce, labels.ne(-100).sum()
 
     def _loss(self, output, labels, num_items_in_batch) -> torch.Tensor:
-        """Joint weighted CE over exits (when they ran), else CE of the returned logits; sum over labelled
-        items divided by ``num_items_in_batch`` when given (the Trainer's count over the accumulated batch)."""
-        if output.exit_logits is not None:
+        """Training: the joint weighted CE over exits (what training optimises); eval: CE of the returned logits
+        (the early-exit prediction), whatever outputs were asked for. Sum over labelled items divided by
+        ``num_items_in_batch`` when given (the Trainer's count over the accumulated batch)."""
+        if self.training:
             weights = exit_loss_weights(self.config)
             total = sum(weights)
             sums_and_counts = [self._ce_sum_and_count(logits, labels) for logits in output.exit_logits]
@@ -302,7 +338,8 @@ class EarlyExitMixin:
         exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
         return self._make_output(logits, exit_layer, attentions=outputs.attentions)
 
-    def _forward_all_exits(self, inputs, attention_mask, thresholds, forced, token_mask, kwargs):
+    def _forward_all_exits(self, inputs, attention_mask, kwargs):
+        """Every layer and every exit head for every example; ``logits`` are the final head's."""
         config = self.config
         outputs = self.base_model(
             **inputs, attention_mask=attention_mask, output_hidden_states=True, return_dict=True, **kwargs
@@ -313,24 +350,28 @@ class EarlyExitMixin:
             for head, layer in zip(self.exit_heads, config.exit_layers)
         ]
         exit_logits.append(self.final_head(self._head_input(outputs.last_hidden_state, attention_mask)))
-        if self.training:
-            logits = exit_logits[-1]
-            exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
-        elif config.exit_granularity == "token" and self._may_exit_early(forced, thresholds):
-            logits, exit_layer = forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs)
-        elif forced is not None:
-            exit_index = torch.searchsorted(torch.tensor(config.exit_layers, device=forced.device), forced)
-            logits, exit_layer = gather_exits(exit_logits, config.exit_layers, exit_index)
-        else:
-            logits, exit_layer = select_exits(
-                exit_logits, config.exit_layers, config.exit_criterion, thresholds, config.exit_patience, token_mask
-            )
-        return self._make_output(
-            logits,
-            exit_layer,
+        return self.output_class(
+            logits=exit_logits[-1],
             exit_logits=tuple(exit_logits),
             hidden_states=hidden_states,
             attentions=outputs.attentions,
+        )
+
+    def _decide_from_all_exits(self, route, output, inputs, thresholds, forced, token_mask, kwargs):
+        """``route``'s logits and exit layers when every exit already ran. Sequence exits are read off the stored
+        exit logits; token exits need the token path's own forward, because a token's later logits depend on which
+        other tokens froze (no replay of the stored exit logits can reproduce it)."""
+        config = self.config
+        exit_logits = output.exit_logits
+        if route == "full_depth":
+            return exit_logits[-1], self._full_depth_layer(exit_logits[-1].shape[0], exit_logits[-1].device)
+        if route == "token":
+            return forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs)
+        if route == "forced":
+            exit_index = torch.searchsorted(torch.tensor(config.exit_layers, device=forced.device), forced)
+            return gather_exits(exit_logits, config.exit_layers, exit_index)
+        return select_exits(
+            exit_logits, config.exit_layers, config.exit_criterion, thresholds, config.exit_patience, token_mask
         )
 
     def _forward_batched_exit(self, inputs, attention_mask, thresholds, forced, token_mask, kwargs):
@@ -408,6 +449,7 @@ class EarlyExitForSequenceClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The family sets its own standard ``classifier`` (and ``final_head``); the exit heads are generic."""
+        fit_exit_layers(config)
         record_architecture(self, config)
         self.num_labels = config.num_labels
         self.exit_heads = build_exit_heads(config, per_token=False)
@@ -421,6 +463,7 @@ class EarlyExitForTokenClassificationMixin(EarlyExitMixin):
 
     def init_heads(self, config) -> None:
         """The standard token head of XLM-R and BERT alike: ``dropout`` + linear ``classifier``."""
+        fit_exit_layers(config)
         if config.pooling != "first":
             raise ValueError(
                 f"pooling={config.pooling!r} is for sequence classification; {type(self).__name__} classifies each "
@@ -444,11 +487,12 @@ def link_auto_classes(config_class, sequence_class, token_class) -> None:
 
     auto_map = {
         "AutoConfig": reference(config_class),
-        "AutoModel": reference(sequence_class),
         "AutoModelForSequenceClassification": reference(sequence_class),
         "AutoModelForTokenClassification": reference(token_class),
     }
     config_class.register_for_auto_class("AutoConfig")
     sequence_class.register_for_auto_class("AutoModelForSequenceClassification")
     token_class.register_for_auto_class("AutoModelForTokenClassification")
-    sequence_class.remote_auto_map = token_class.remote_auto_map = auto_map
+    # AutoModel gives back the task class that was saved, as the package's own registration does.
+    for cls in (sequence_class, token_class):
+        cls.remote_auto_map = {**auto_map, "AutoModel": reference(cls)}

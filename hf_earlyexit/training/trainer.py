@@ -20,14 +20,36 @@ from .component_log import ComponentAverager
 from .losses import cross_entropy_sum, distillation_kl_sum, weighted_exits_cross_entropy_sum
 from .modes import StepPlan, step_plan
 
-EXIT_HEADS_PREFIX = "exit_heads."
 # Index of each item count in the tensor `_item_counts` returns, and which count normalises each component.
 LABELLED, DISTILLED = 0, 1
 COUNT_OF = {"final": LABELLED, "exits": LABELLED, "distill": DISTILLED}
+# Evaluation measures one fixed quantity whatever step the schedule is at: the joint loss over every exit (what the
+# model's own training loss is), with its components (and, in self_distillation, the exit KL) as separate metrics.
+EVALUATION_PLAN = StepPlan("joint", train_exit_heads=True, train_rest=True)
 
 
 def _detach_inputs(module, args):
     return tuple(arg.detach() if torch.is_tensor(arg) else arg for arg in args)
+
+
+def _let_ddp_skip_frozen_parameters(args: EarlyExitTrainingArguments) -> None:
+    """Modes other than joint switch ``requires_grad`` per step after DDP was built, so DDP must look for the
+    parameters a step leaves out; the Trainer would not for a checkpointing ``PreTrainedModel`` (then DDP fails at
+    step 2, "Expected to have finished reduction in the prior iteration")."""
+    if args.exit_training_mode == "joint":
+        return
+    if args.ddp_find_unused_parameters is False:
+        raise ValueError(
+            f"ddp_find_unused_parameters=False with exit_training_mode={args.exit_training_mode!r}; expected None or "
+            "True (the mode freezes parameters per step, which DDP must be allowed to skip)"
+        )
+    checkpointing = dict(args.activation_checkpointing_kwargs or {})
+    if args.activation_checkpointing and checkpointing.get("use_reentrant"):
+        raise ValueError(
+            f"activation_checkpointing_kwargs={checkpointing} with exit_training_mode={args.exit_training_mode!r}; "
+            "expected use_reentrant=False (reentrant checkpointing cannot run under DDP's unused-parameter search)"
+        )
+    args.ddp_find_unused_parameters = True
 
 
 class EarlyExitTrainer(Trainer):
@@ -63,14 +85,18 @@ class EarlyExitTrainer(Trainer):
                 f"exit_loss_weights={config.exit_loss_weights!r} gives the intermediate exits zero total weight; "
                 "nothing would train them"
             )
+        _let_ddp_skip_frozen_parameters(args)
         super().__init__(model=model, args=args, **kwargs)
         self._exit_weights = weights
         self._per_token = bool(getattr(model, "per_token", False))
         # The parameters a step may switch on: whatever was trainable when the trainer was built (the optimizer is
-        # created from these before the first step freezes anything).
-        self._trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        # created from these before the first step freezes anything). Exit heads are told apart by identity, not by
+        # name: PEFT (``base_model.model.``, ``modules_to_save`` copies), DDP and FSDP rename parameters.
+        exit_head_ids = {id(p) for p in model.exit_heads.parameters()}
+        self._trainable = [(p, id(p) in exit_head_ids) for p in model.parameters() if p.requires_grad]
         self._accumulated_counts: torch.Tensor | None = None
         self._components = ComponentAverager()
+        self._eval_components = ComponentAverager()
 
     # ---- which loss, which parameters ----
 
@@ -85,8 +111,8 @@ class EarlyExitTrainer(Trainer):
         )
 
     def _apply_plan(self, plan: StepPlan) -> None:
-        for name, parameter in self._trainable:
-            parameter.requires_grad_(plan.train_exit_heads if name.startswith(EXIT_HEADS_PREFIX) else plan.train_rest)
+        for parameter, is_exit_head in self._trainable:
+            parameter.requires_grad_(plan.train_exit_heads if is_exit_head else plan.train_rest)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Frozen parameters get no .grad at all (not a zero one), so optimizers skip them entirely: no weight decay,
@@ -99,7 +125,7 @@ class EarlyExitTrainer(Trainer):
             return super().train(*args, **kwargs)
         finally:
             # A stage may have frozen parts of the model; hand it back as trainable as it came.
-            for _, parameter in self._trainable:
+            for parameter, _ in self._trainable:
                 parameter.requires_grad_(True)
 
     @contextlib.contextmanager
@@ -151,11 +177,13 @@ class EarlyExitTrainer(Trainer):
     # ---- loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The loss of the current step's plan. ``num_items_in_batch`` (the Trainer's label count) is accepted and
-        not used: KL terms need their own count, and unlabelled batches get none (see the module docstring)."""
+        """Training: the loss of the current step's plan; evaluation: `EVALUATION_PLAN`'s. ``num_items_in_batch`` (the
+        Trainer's label count) is accepted and not used: KL terms need their own count, and unlabelled batches get
+        none (see the module docstring)."""
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
-        plan = self.current_plan(labels is not None)
+        training = model.training
+        plan = self.current_plan(labels is not None) if training else EVALUATION_PLAN
         if plan.needs_labels and labels is None:
             raise ValueError(
                 f"exit_training_mode={self.args.exit_training_mode!r} (loss {plan.loss!r}) needs labels; only "
@@ -163,15 +191,16 @@ class EarlyExitTrainer(Trainer):
             )
         with self._exit_inputs_detached(plan.detach_exit_inputs):
             outputs = model(**inputs, output_exit_logits=True, return_dict=True)
-        training = model.training
         local_counts = self._item_counts({**inputs, "labels": labels})
         denominators = self._denominators(local_counts, training)
         sums = self._component_sums(plan, outputs.exit_logits, labels, inputs.get("attention_mask"))
+        if not training and self.args.exit_training_mode == "self_distillation":
+            sums["distill"] = self._distill_sum(outputs.exit_logits, inputs.get("attention_mask"))
         means = {name: value / denominators[COUNT_OF[name]].to(value.device) for name, value in sums.items()}
         loss = self._combine(plan, means)
-        if training:
-            for name, value in sums.items():
-                self._components.add(name, value, local_counts[COUNT_OF[name]])
+        components = self._components if training else self._eval_components
+        for name, value in sums.items():
+            components.add(name, value, local_counts[COUNT_OF[name]])
         if not return_outputs:
             return loss
         # Per-exit logits stay out of what prediction_step gathers: the same fields a plain evaluation returns.
@@ -188,12 +217,17 @@ class EarlyExitTrainer(Trainer):
                 exit_logits[:-1], self._exit_weights[:-1], labels, smoothing
             )
         if plan.loss == "distill":
-            mask = attention_mask if self._per_token else None
-            teacher = exit_logits[-1].detach()
-            temperature = self.args.distillation_temperature
-            kl = [distillation_kl_sum(logits, teacher, temperature, mask) for logits in exit_logits[:-1]]
-            sums["distill"] = torch.stack(kl).mean()
+            sums["distill"] = self._distill_sum(exit_logits, attention_mask)
         return sums
+
+    def _distill_sum(self, exit_logits, attention_mask) -> torch.Tensor:
+        """Mean over intermediate exits of their T²-scaled KL to the final head, summed over items."""
+        mask = attention_mask if self._per_token else None
+        teacher = exit_logits[-1].detach()
+        temperature = self.args.distillation_temperature
+        return torch.stack(
+            [distillation_kl_sum(logits, teacher, temperature, mask) for logits in exit_logits[:-1]]
+        ).mean()
 
     def _combine(self, plan: StepPlan, means: dict[str, torch.Tensor]) -> torch.Tensor:
         if plan.loss == "joint" and "exits" in means:
@@ -203,6 +237,16 @@ class EarlyExitTrainer(Trainer):
         if plan.loss == "distill":
             return means.get("final", 0.0) + self.args.distillation_weight * means["distill"]
         return means["final" if plan.loss == "joint" else plan.loss]  # joint without intermediate exits: final only
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        self._eval_components = ComponentAverager()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        # Every process runs the loop, so the reduce inside is safe; the metrics then go out with the Trainer's own.
+        components = self._eval_components.pop_means(self.accelerator, self.args.device)
+        output.metrics.update({f"{metric_key_prefix}_{name}": value for name, value in components.items()})
+        return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
