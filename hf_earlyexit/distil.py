@@ -183,7 +183,7 @@ def run_distillation(
     for p in partitions:
         done += steps[p]
         boundaries[done] = partition_dirs[p]
-    push, hub_model_id, hub_token = take_push_settings(args)
+    hub = take_push_settings(args)
     # Exact, cheap resume: the stream position is saved with every checkpoint and restored directly, so nothing
     # is re-read or skipped (the Trainer's default would replay the stream up to the checkpoint).
     stream_callback = StreamCheckpointCallback(stream)
@@ -237,8 +237,8 @@ def run_distillation(
     (output_dir / "distillation_args.json").write_text(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
     )
-    if push:
-        summary["push_error"] = push_finished_folder(output_dir, hub_model_id, hub_token)
+    if hub.push:
+        summary["push_error"] = push_finished_folder(output_dir, hub)
     return summary
 
 

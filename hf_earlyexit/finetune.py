@@ -237,7 +237,7 @@ def run_task(
         DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
     )
 
-    push, hub_model_id, hub_token = take_push_settings(training_args)
+    hub = take_push_settings(training_args)
     trainer = EarlyExitTrainer(
         model=model,
         args=training_args,
@@ -294,8 +294,8 @@ def run_task(
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)
-    create_model_card(output_dir, results, recipe=distillation, repo_id=hub_model_id)
+    create_model_card(output_dir, results, recipe=distillation, repo_id=hub.repo_id)
     logger.info("wrote model, results.json, report, plots and model card to %s", output_dir)
-    if push:
-        results["push_error"] = push_finished_folder(output_dir, hub_model_id, hub_token)
+    if hub.push:
+        results["push_error"] = push_finished_folder(output_dir, hub)
     return results
