@@ -13,16 +13,16 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from ..training.component_log import ComponentAverager
 from .arguments import DistillationArguments
-from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout, head_mean_log_probs
+from .attention_loss import head_mean_attention_loss, relation_attention_loss
+from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout
 from .layer_maps import resolve_layer_map
-from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES, attention_relation
+from .losses import HIDDEN_LOSSES, LOGIT_LOSSES
 from .module import DistillationModule, StepPlan, model_task, run_model
 from .projections import build_hidden_projections
 from .stages import check_selectors_fit, parse_stages, selected, stage_index_at
@@ -167,7 +167,6 @@ class DistillationTrainer(Trainer):
         self.teacher = teacher.to(device=self.args.device, dtype=dtype)
         self._input_names = [name for name in ENCODER_INPUTS if name in _forward_parameters(student)]
         self._hidden_loss = HIDDEN_LOSSES.get(args.hidden_loss)
-        self._attention_loss = ATTENTION_LOSSES.get(args.attention_loss)
         self._logit_loss = LOGIT_LOSSES.get(args.logit_loss)
         # Parameters a stage may switch on: whatever was trainable when the trainer was built.
         self._trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
@@ -232,44 +231,34 @@ class DistillationTrainer(Trainer):
         return counts[kind].to(total.dtype) * self.accelerator.num_processes / total.clamp_min(1)
 
     @torch.no_grad()
-    def _teacher_targets(self, inputs, plan: StepPlan, mask: torch.Tensor):
-        heads = attention_heads(self.teacher)
-        relation = self.args.attention_loss == "relation"
-
-        def reduce(layer, projections):
-            if relation:
-                return tuple(projections[name] for name in plan.projections)
-            # Keep only the head-averaged map: (batch, 1, seq, seq) instead of every head's.
-            return head_mean_log_probs(projections["query"], projections["key"], heads, mask)
-
+    def _teacher_targets(self, inputs, plan: StepPlan):
         capture = EncoderCapture(
             self.teacher,
             hidden_layers=[t for _, t in plan.hidden_pairs],
             qkv_layers=[t for _, t in self.attention_pairs] if plan.attention_layers else [],
             projections=plan.projections,
-            on_qkv=reduce,
+            # The raw projections: the attention loss scores them block by block, never as whole (seq, seq) maps.
+            on_qkv=lambda layer, projections: tuple(projections[name] for name in plan.projections),
         )
         with capture:
             logits, _ = run_model(self.teacher, inputs, None, plan.rows, plan.need_logits, False)
         return capture.hidden, capture.qkv, logits
 
     def _attention_component(self, student_qkv, teacher_qkv, mask):
-        heads = attention_heads(self.student)
-        values = []
-        for s, t in self.attention_pairs:
-            target = teacher_qkv[t]
-            if self.args.attention_loss == "relation":
-
-                def layer_loss(*projections, target=target):
-                    return attention_relation(projections, target, mask, self.args.relation_heads)
-
-            else:
-
-                def layer_loss(query, key, target=target):
-                    return self._attention_loss(head_mean_log_probs(query, key, heads, mask), target, mask)
-
-            # Recomputed in backward: peak memory holds one layer's attention maps, not every mapped layer's.
-            values.append(checkpoint(layer_loss, *student_qkv[s], use_reentrant=False))
+        # Each pair's loss makes the student's Q/K(/V) gradient in its own forward (attention_loss), so no
+        # activation checkpointing is needed to keep one layer's maps at a time: no map outlives its row block.
+        if self.args.attention_loss == "relation":
+            values = [
+                relation_attention_loss(student_qkv[s], teacher_qkv[t], mask, self.args.relation_heads)
+                for s, t in self.attention_pairs
+            ]
+        else:
+            kind = self.args.attention_loss.removesuffix("_head_mean")
+            heads = attention_heads(self.student), attention_heads(self.teacher)
+            values = [
+                head_mean_attention_loss(student_qkv[s], teacher_qkv[t], mask, *heads, kind)
+                for s, t in self.attention_pairs
+            ]
         return torch.stack(values).mean()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -288,7 +277,7 @@ class DistillationTrainer(Trainer):
             need_ce="ce" in active,
             rows=rows if self.task == "masked_lm" else None,
         )
-        teacher_hidden, teacher_qkv, teacher_logits = self._teacher_targets(encoder_inputs, plan, mask)
+        teacher_hidden, teacher_qkv, teacher_logits = self._teacher_targets(encoder_inputs, plan)
         outputs = model(plan=plan, labels=labels, **encoder_inputs)
 
         components = {}
