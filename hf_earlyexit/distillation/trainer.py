@@ -230,36 +230,43 @@ class DistillationTrainer(Trainer):
         total = self._accumulated_counts[kind]
         return counts[kind].to(total.dtype) * self.accelerator.num_processes / total.clamp_min(1)
 
-    @torch.no_grad()
-    def _teacher_targets(self, inputs, plan: StepPlan):
+    def _teacher_targets(self, inputs, plan: StepPlan, student_qkv, mask):
+        """The teacher's hidden states and logits, and each attention pair's loss.
+
+        The teacher runs after the student, and each mapped teacher layer is scored against the student's captured
+        projections as soon as its own exist: the teacher's projections are dropped at once (neither they nor any
+        (seq, seq) map accumulate over the layers), and the loss carries its gradient from its own pass."""
+        grad_enabled = torch.is_grad_enabled()
+        losses = {}
+
+        def score(layer, projections):
+            target = tuple(projections[name] for name in plan.projections)
+            with torch.set_grad_enabled(grad_enabled):
+                for s, t in self.attention_pairs:
+                    if t == layer:
+                        losses[(s, t)] = self._pair_attention_loss(student_qkv[s], target, mask)
+
         capture = EncoderCapture(
             self.teacher,
             hidden_layers=[t for _, t in plan.hidden_pairs],
             qkv_layers=[t for _, t in self.attention_pairs] if plan.attention_layers else [],
             projections=plan.projections,
-            # The raw projections: the attention loss scores them block by block, never as whole (seq, seq) maps.
-            on_qkv=lambda layer, projections: tuple(projections[name] for name in plan.projections),
+            on_qkv=score,
         )
-        with capture:
+        with torch.no_grad(), capture:
             logits, _ = run_model(self.teacher, inputs, None, plan.rows, plan.need_logits, False)
-        return capture.hidden, capture.qkv, logits
+        attention = torch.stack([losses[pair] for pair in self.attention_pairs]).mean() if losses else None
+        return capture.hidden, attention, logits
 
-    def _attention_component(self, student_qkv, teacher_qkv, mask):
-        # Each pair's loss makes the student's Q/K(/V) gradient in its own forward (attention_loss), so no
-        # activation checkpointing is needed to keep one layer's maps at a time: no map outlives its row block.
+    def _pair_attention_loss(self, student, teacher, mask):
+        # Made in row blocks with the student's gradient in the same pass (attention_loss): no activation
+        # checkpointing is needed to hold one layer's maps at a time, as no map outlives its block.
         if self.args.attention_loss == "relation":
-            values = [
-                relation_attention_loss(student_qkv[s], teacher_qkv[t], mask, self.args.relation_heads)
-                for s, t in self.attention_pairs
-            ]
-        else:
-            kind = self.args.attention_loss.removesuffix("_head_mean")
-            heads = attention_heads(self.student), attention_heads(self.teacher)
-            values = [
-                head_mean_attention_loss(student_qkv[s], teacher_qkv[t], mask, *heads, kind)
-                for s, t in self.attention_pairs
-            ]
-        return torch.stack(values).mean()
+            return relation_attention_loss(student, teacher, mask, self.args.relation_heads)
+        kind = self.args.attention_loss.removesuffix("_head_mean")
+        return head_mean_attention_loss(
+            student, teacher, mask, attention_heads(self.student), attention_heads(self.teacher), kind
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stage = self.stages[self.current_stage_index()]
@@ -277,8 +284,8 @@ class DistillationTrainer(Trainer):
             need_ce="ce" in active,
             rows=rows if self.task == "masked_lm" else None,
         )
-        teacher_hidden, teacher_qkv, teacher_logits = self._teacher_targets(encoder_inputs, plan)
         outputs = model(plan=plan, labels=labels, **encoder_inputs)
+        teacher_hidden, attention, teacher_logits = self._teacher_targets(encoder_inputs, plan, outputs["qkv"], mask)
 
         components = {}
         if "hidden" in active:
@@ -286,7 +293,7 @@ class DistillationTrainer(Trainer):
                 [self._hidden_loss(outputs["hidden"][(s, t)], teacher_hidden[t], mask) for s, t in self.hidden_pairs]
             ).mean()
         if "attention" in active:
-            components["attention"] = self._attention_component(outputs["qkv"], teacher_qkv, mask)
+            components["attention"] = attention
         if "logits" in active:
             logits_mask = rows if self.task == "token" else None
             kwargs = {"temperature": self.args.temperature} if self.args.logit_loss == "kl" else {}
