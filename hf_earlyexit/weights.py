@@ -517,7 +517,13 @@ def write_multilingual_e5_small(output_dir: str | Path) -> Path:
 
 @dataclass
 class ConvertArguments:
-    output_dir: str = field(metadata={"help": "Folder to write the converted checkpoint into (new or empty)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder to write the converted checkpoint into (new or empty). Required."}
+    )
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("--output_dir is required: the folder to write the converted checkpoint into")
 
 
 def main(argv=None) -> Path:

@@ -16,6 +16,7 @@ import torch
 
 import hf_earlyexit
 from hf_earlyexit import weights
+from hf_earlyexit.cli import ConfigError
 from hf_earlyexit.data.tasks import EVAL_LANGUAGES, load_wikiann, load_xnli
 from hf_earlyexit.data.textfiles import read_lines
 from hf_earlyexit.weights import WeightsError
@@ -328,7 +329,9 @@ def test_a_failure_while_writing_leaves_no_half_written_folder(tmp_path, monkeyp
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_the_command_refuses_a_non_empty_output_dir_in_one_line(tmp_path, capsys):
+def test_the_command_refuses_a_non_empty_or_missing_output_dir_in_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="--output_dir is required"):
+        weights.main([])
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(SystemExit) as exit_info:
