@@ -518,7 +518,7 @@ def test_load_checkpoint_without_stream_state_is_refused(tmp_path):
 
 # ---- blocks trained per partition, seeded masks across a resume -------------------------------------------------
 
-DEMO_CORPUS = str(Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo" / "data" / "corpus")
+DEMO_CORPUS = str(Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo-tiny" / "data" / "corpus")
 
 
 @pytest.fixture(scope="module")

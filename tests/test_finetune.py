@@ -8,7 +8,7 @@ from hf_earlyexit.data.tasks import load_xnli
 from hf_earlyexit.finetune import TaskDataArguments, load_task_data
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_XNLI = REPO / "examples" / "configs" / "demo" / "data" / "xnli"
+DEMO_XNLI = REPO / "examples" / "configs" / "demo-tiny" / "data" / "xnli"
 
 
 def _rows(dataset):
