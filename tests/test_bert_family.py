@@ -154,4 +154,4 @@ def test_bert_tokens_exit_layers_and_logits_do_not_depend_on_other_sequences(win
 
 @pytest.mark.slow
 def test_bert_token_twin_loads_in_a_clean_process_with_trust_remote_code(tmp_path):
-    clean_load("bert", "token", tmp_path)
+    clean_load("bert", "token", "first", tmp_path)

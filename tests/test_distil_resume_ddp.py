@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "examples" / "configs" / "demo"
+DEMO = REPO / "examples" / "configs" / "demo-tiny"
 
 
 @pytest.fixture(scope="module")
