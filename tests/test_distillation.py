@@ -263,6 +263,12 @@ def test_arguments_from_yaml_and_flags(tmp_path):
     assert flags.layer_map == [[2, 4]] and flags.stages == [{"losses": ["hidden"]}]
     (preset,) = parser.parse_args_into_dataclasses(["--output_dir", "out", "--layer_map", "skip"])
     assert preset.layer_map == "skip"
+    nulls = tmp_path / "nulls.yaml"  # YAML null means off, as "none" does
+    nulls.write_text("output_dir: out\nattention_loss: null\nlogit_loss: null\nhard_label_weight: 1.0\n")
+    (off,) = parser.parse_yaml_file(str(nulls))
+    assert (off.attention_loss, off.logit_loss) == ("none", "none") and list(off.enabled_losses()) == ["hidden", "ce"]
+    no_hidden = DistillationArguments(output_dir="out", hidden_loss=None, hidden_projection=None)
+    assert (no_hidden.hidden_loss, no_hidden.hidden_projection) == ("none", "none")
 
 
 def test_defaults_are_the_thesis_recipe():

@@ -145,7 +145,11 @@ def check_exit_layers(name: str, layers: torch.Tensor, exit_layers: Sequence[int
 
 
 def per_exit_thresholds(threshold: float | Sequence[float], num_exits: int) -> list[float]:
-    """One float per exit; raises a one-line ValueError for a negative value or a list of the wrong length."""
+    """One float per exit; raises a one-line ValueError for a negative value or a list of the wrong length.
+
+    Accepts Python and numpy numbers, 0-d tensors / arrays (one value) and 1-d tensors / arrays (one per exit)."""
+    if hasattr(threshold, "tolist") and not isinstance(threshold, bool):  # tensors, numpy arrays and scalars
+        threshold = threshold.tolist()
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
         values = [float(threshold)] * num_exits
     elif isinstance(threshold, Sequence) and not isinstance(threshold, str):
@@ -176,7 +180,8 @@ def select_exits(
 
     ``exit_logits[i]`` belongs to ``exit_layers[i]`` (the last one is the final layer, which everybody reaches).
     Returns ``logits`` shaped like one exit's logits and ``exit_layer`` (long) ``(batch,)``, or ``(batch, seq)``
-    when ``token_mask`` is given (the sequence's layer broadcast to its tokens). Equals the model's batched path.
+    when ``token_mask`` is given (sequence-level exit: the sequence's layer repeated over its tokens; token-level
+    exit cannot be replayed from stored logits, see ``token_exit.py``). Equals the model's batched path.
     """
     if criterion not in EXIT_CRITERIA:
         raise ValueError(f"exit_criterion={criterion!r}; expected one of {EXIT_CRITERIA}")

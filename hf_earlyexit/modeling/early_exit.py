@@ -67,7 +67,8 @@ class EarlyExitSequenceClassifierOutput(ModelOutput):
 @dataclass
 class EarlyExitTokenClassifierOutput(EarlyExitSequenceClassifierOutput):
     """Same fields for token classification: ``logits`` ``(batch, seq, num_labels)``, ``exit_layer``
-    ``(batch, seq)`` (the sequence's exit layer broadcast to its tokens), ``exit_logits`` per exit
+    ``(batch, seq)``: each token's own exit layer with ``exit_granularity="token"`` (padding gets its row's deepest),
+    the sequence's exit layer repeated over its tokens with ``"sequence"``; ``exit_logits`` per exit
     ``(batch, seq, num_labels)``."""
 
 
