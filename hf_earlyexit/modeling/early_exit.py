@@ -99,6 +99,30 @@ class ExitHead(nn.Module):
         return self.out_proj(x)
 
 
+def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """CE summed over labelled items (label -100 ignored); ``logits`` ``(..., C)``, ``labels`` ``(...)``. Sums, not
+    means: the caller divides by the item count of the whole accumulated batch."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.to(logits.device).reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+
+
+def joint_cross_entropy_sum(
+    exit_logits: Sequence[torch.Tensor], weights: Sequence[float], labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """The joint exit loss, summed over labelled items: per item the weighted mean over the given exits of their CE
+    (``Σ_k w_k CE_k / Σ_k w_k``). The model's training loss and every trainer term over exits."""
+    total = sum(weights)
+    terms = [
+        cross_entropy_sum(logits, labels, label_smoothing) * (w / total) for logits, w in zip(exit_logits, weights)
+    ]
+    return torch.stack(terms).sum()
+
+
 def classifier_dropout(config) -> float:
     return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
 
@@ -274,23 +298,15 @@ class EarlyExitMixin:
             return attention_mask.bool()
         return torch.ones(batch, seq_len, dtype=torch.bool, device=device)
 
-    def _ce_sum_and_count(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = labels.to(logits.device).reshape(-1)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=-100, reduction="sum")
-        return ce, labels.ne(-100).sum()
-
     def _loss(self, output, labels, num_items_in_batch) -> torch.Tensor:
         """Training: the joint weighted CE over exits (what training optimises); eval: CE of the returned logits
         (the early-exit prediction), whatever outputs were asked for. Sum over labelled items divided by
         ``num_items_in_batch`` when given (the Trainer's count over the accumulated batch)."""
         if self.training:
-            weights = exit_loss_weights(self.config)
-            total = sum(weights)
-            sums_and_counts = [self._ce_sum_and_count(logits, labels) for logits in output.exit_logits]
-            ce = sum(exit_ce * (weight / total) for weight, (exit_ce, _) in zip(weights, sums_and_counts))
-            count = sums_and_counts[-1][1]  # the same labels at every exit
+            ce = joint_cross_entropy_sum(output.exit_logits, exit_loss_weights(self.config), labels)
         else:
-            ce, count = self._ce_sum_and_count(output.logits, labels)
+            ce = cross_entropy_sum(output.logits, labels)
+        count = labels.ne(-100).sum()
         denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
         if torch.is_tensor(denominator):
             denominator = denominator.to(ce.device)
