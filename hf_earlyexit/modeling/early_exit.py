@@ -219,7 +219,7 @@ class EarlyExitMixin:
             forced = forced_token_layers(forced_exit_layer, config.exit_layers, batch, seq_len, device)
         else:
             forced = forced_exit_index(forced_exit_layer, config.exit_layers, batch, device)
-        token_mask = self._criterion_token_mask(attention_mask, batch, seq_len, device)
+        real_tokens = self._real_tokens(attention_mask, batch, seq_len, device)
         inputs = {
             "input_ids": input_ids,
             "token_type_ids": token_type_ids,
@@ -239,7 +239,7 @@ class EarlyExitMixin:
                 )
             every = self._forward_all_exits(inputs, attention_mask, kwargs)
             logits, exit_layer = self._decide_from_all_exits(
-                route, every, inputs, thresholds, forced, token_mask, kwargs
+                route, every, inputs, thresholds, forced, real_tokens, kwargs
             )
             output = self._make_output(
                 logits,
@@ -251,9 +251,9 @@ class EarlyExitMixin:
         elif route == "full_depth":
             output = self._forward_full_depth(inputs, attention_mask, kwargs)
         elif route == "token":
-            output = self._make_output(*forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs))
+            output = self._make_output(*forward_token_exit(self, inputs, real_tokens, thresholds, forced, kwargs))
         else:
-            output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
+            output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, real_tokens, kwargs)
 
         # Rebuilt rather than assigned to, so that `loss` comes first in `to_tuple()` as in transformers.
         output = self.output_class(
@@ -290,7 +290,7 @@ class EarlyExitMixin:
             return "criterion"
         return "full_depth"
 
-    def _criterion_token_mask(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
+    def _real_tokens(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
         """Which tokens the criterion looks at (token classification: the real tokens); None for sequences."""
         if not self.per_token:
             return None
@@ -343,7 +343,7 @@ class EarlyExitMixin:
             attentions=outputs.attentions,
         )
 
-    def _decide_from_all_exits(self, route, output, inputs, thresholds, forced, token_mask, kwargs):
+    def _decide_from_all_exits(self, route, output, inputs, thresholds, forced, real_tokens, kwargs):
         """``route``'s logits and exit layers when every exit already ran. Sequence exits are read off the stored
         exit logits; token exits need the token path's own forward, because a token's later logits depend on which
         other tokens froze (no replay of the stored exit logits can reproduce it)."""
@@ -352,15 +352,15 @@ class EarlyExitMixin:
         if route == "full_depth":
             return exit_logits[-1], self._full_depth_layer(exit_logits[-1].shape[0], exit_logits[-1].device)
         if route == "token":
-            return forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs)
+            return forward_token_exit(self, inputs, real_tokens, thresholds, forced, kwargs)
         if route == "forced":
             exit_index = torch.searchsorted(torch.tensor(config.exit_layers, device=forced.device), forced)
             return gather_exits(exit_logits, config.exit_layers, exit_index)
         return select_exits(
-            exit_logits, config.exit_layers, config.exit_criterion, thresholds, config.exit_patience, token_mask
+            exit_logits, config.exit_layers, config.exit_criterion, thresholds, config.exit_patience, real_tokens
         )
 
-    def _forward_batched_exit(self, inputs, attention_mask, thresholds, forced, token_mask, kwargs):
+    def _forward_batched_exit(self, inputs, attention_mask, thresholds, forced, real_tokens, kwargs):
         config = self.config
         backbone = self.base_model
         hidden = backbone.embeddings(**inputs)
@@ -389,7 +389,7 @@ class EarlyExitMixin:
                 leave = forced == number
             else:
                 leave, state = exit_step(
-                    config.exit_criterion, head_logits, thresholds[index], config.exit_patience, state, token_mask
+                    config.exit_criterion, head_logits, thresholds[index], config.exit_patience, state, real_tokens
                 )
             running = leave.shape[0]
             leaving = int(leave.sum())  # the one host synchronisation of this layer
@@ -403,7 +403,7 @@ class EarlyExitMixin:
                 return self._make_output(logits_out, exit_layer_out)
             rows, hidden = rows[stay], hidden[stay]
             forced = forced[stay] if forced is not None else None
-            token_mask = token_mask[stay] if token_mask is not None else None
+            real_tokens = real_tokens[stay] if real_tokens is not None else None
             state = tuple(part[stay] for part in state) if state is not None else None
             layer_mask, running_mask_2d = self._keep_mask_rows(layer_mask, running_mask_2d, stay, running, hidden)
 
