@@ -103,8 +103,8 @@ def test_select_exits_tokens_leave_together_when_every_real_token_may():
         [torch.stack([confident(0), confident(1), uniform]), torch.stack([confident(0), uniform, confident(1)])]
     )
     exit_logits = [first, torch.zeros(2, 3, 3)]
-    token_mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    logits, layer = select_exits(exit_logits, [1, 2], "entropy", 0.5, token_mask=token_mask)
+    real_tokens = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    logits, layer = select_exits(exit_logits, [1, 2], "entropy", 0.5, real_tokens=real_tokens)
     assert layer.tolist() == [[1, 1, 1], [2, 2, 2]]
     assert torch.equal(logits[0], first[0]) and torch.equal(logits[1], exit_logits[1][1])
 

@@ -164,6 +164,22 @@ def test_recomputed_probs_equal_eager_attention(family):
     assert sorted(capture.qkv) == [1, 3]  # only mapped layers are held
 
 
+def test_attention_scores_of_bf16_projections_are_computed_in_fp32():
+    """SDPA accumulates Q·Kᵀ in fp32; the targets must not round the scores to bf16 first."""
+    generator = torch.Generator().manual_seed(0)
+    query = (3 * torch.randn(2, 12, 64, generator=generator)).bfloat16()
+    key = (3 * torch.randn(2, 12, 64, generator=generator)).bfloat16()
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 9:] = False
+    exact = attention_log_probs(query.float(), key.float(), 4, mask)
+    got = attention_log_probs(query, key, 4, mask)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, exact, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        head_mean_log_probs(query, key, 4, mask), head_mean_log_probs(query.float(), key.float(), 4, mask)
+    )
+
+
 def test_sdpa_model_unchanged_by_capture():
     teacher, _ = tiny_pair()
     teacher.eval()
@@ -247,6 +263,12 @@ def test_arguments_from_yaml_and_flags(tmp_path):
     assert flags.layer_map == [[2, 4]] and flags.stages == [{"losses": ["hidden"]}]
     (preset,) = parser.parse_args_into_dataclasses(["--output_dir", "out", "--layer_map", "skip"])
     assert preset.layer_map == "skip"
+    nulls = tmp_path / "nulls.yaml"  # YAML null means off, as "none" does
+    nulls.write_text("output_dir: out\nattention_loss: null\nlogit_loss: null\nhard_label_weight: 1.0\n")
+    (off,) = parser.parse_yaml_file(str(nulls))
+    assert (off.attention_loss, off.logit_loss) == ("none", "none") and list(off.enabled_losses()) == ["hidden", "ce"]
+    no_hidden = DistillationArguments(output_dir="out", hidden_loss=None, hidden_projection=None)
+    assert (no_hidden.hidden_loss, no_hidden.hidden_projection) == ("none", "none")
 
 
 def test_defaults_are_the_thesis_recipe():

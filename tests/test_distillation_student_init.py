@@ -78,6 +78,12 @@ def test_compact_student_embeddings_are_the_teachers_principal_projection():
     )[0]
     kept_random = ((teacher_words - mean) @ random_basis).pow(2).sum()
     assert student_words.pow(2).sum() > 1.2 * kept_random
+    # A summed input embedding (word + position + token type) projects as the teacher's sum centred once.
+    source, target = teacher.roberta.embeddings, student.roberta.embeddings
+    rows = {"word_embeddings": 7, "position_embeddings": 3, "token_type_embeddings": 1}
+    teacher_sum = sum(getattr(source, name).weight[row].detach().double() for name, row in rows.items())
+    student_sum = sum(getattr(target, name).weight[row].detach().double() for name, row in rows.items())
+    torch.testing.assert_close(student_sum, (teacher_sum - mean) @ components)
     assert student.lm_head.decoder.weight.data_ptr() == student.roberta.embeddings.word_embeddings.weight.data_ptr()
     with torch.no_grad():
         logits = student(input_ids=mlm_batch(2)["input_ids"]).logits

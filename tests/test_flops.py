@@ -59,6 +59,18 @@ def test_full_depth_without_exit_heads_matches_the_no_exit_fast_path():
     assert flops_per_example(config, 20) > flops_per_example(config, 20, include_exit_heads=False)
 
 
+def test_exits_switched_off_by_a_per_exit_threshold_of_zero_count_no_head():
+    # Pooler heads on every token: one head is ~3% of this model's forward, so a wrongly counted one shows.
+    thresholds = [1e-9, 0.0, 1e-9, 0.0]  # heads at layers 1 and 3 run; nothing is that certain, so none leaves
+    config = XLMRobertaEarlyExitConfig(**TINY, exit_head="pooler", exit_threshold=thresholds)
+    model = XLMRobertaForEarlyExitTokenClassification._from_config(config, attn_implementation="eager").eval()
+    input_ids = torch.randint(3, 100, (1, 20))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        output = model(input_ids)
+    assert bool((output.exit_layer == 4).all())
+    assert flops_per_example(model.config, 20) == pytest.approx(counter.get_total_flops(), rel=0.005)
+
+
 def test_xlm_roberta_base_encoder_is_22_3_gflop_at_128_tokens():
     base = XLMRobertaEarlyExitConfig(
         vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072

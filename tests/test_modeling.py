@@ -461,3 +461,23 @@ def test_loading_with_fewer_layers_re_resolves_the_exit_layers(family, task, tmp
     model.save_pretrained(tmp_path / "per_exit")
     with pytest.raises(ValueError, match=r"exit_threshold has 4 values .*one per exit layer \(2\)"):
         type(model).from_pretrained(tmp_path / "per_exit", num_hidden_layers=2)
+
+
+def test_exit_threshold_accepts_numpy_numbers_arrays_and_tensors(tmp_path):
+    import numpy as np
+
+    model = tiny_model("xlm-roberta", "sequence")
+    input_ids, attention_mask = padded_batch(mixed_lengths(12, seed=2), seed=2)
+    thresholds = mixing_thresholds(model, input_ids, attention_mask)
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask, exit_threshold=thresholds).exit_layer
+        single = model(input_ids, attention_mask=attention_mask, exit_threshold=2.0).exit_layer
+        for value in (np.array(thresholds, dtype=np.float32), torch.tensor(thresholds)):
+            got = model(input_ids, attention_mask=attention_mask, exit_threshold=value).exit_layer
+            assert torch.equal(got, expected), type(value)
+        for value in (np.float32(2.0), np.float64(2.0), torch.tensor(2.0), np.array(2.0)):
+            got = model(input_ids, attention_mask=attention_mask, exit_threshold=value).exit_layer
+            assert torch.equal(got, single), type(value)
+    config = type(model.config)(**{**model.config.to_dict(), "exit_threshold": np.float32(0.25)})
+    config.save_pretrained(tmp_path)  # stored as a Python float, so JSON can write it
+    assert type(config).from_pretrained(tmp_path).exit_threshold == 0.25

@@ -112,6 +112,10 @@ class DistillationArguments(TrainingArguments):
         check_layer_map_spec("layer_map", self.layer_map)
         if self.attention_layer_map is not None:
             check_layer_map_spec("attention_layer_map", self.attention_layer_map)
+        # YAML `null` (and Python None) mean what "none" means: the component is off.
+        for name in ("hidden_loss", "attention_loss", "logit_loss", "hidden_projection"):
+            if getattr(self, name) is None:
+                setattr(self, name, "none")
         _check_choice("hidden_loss", self.hidden_loss, (*HIDDEN_LOSSES, "none"))
         _check_choice("attention_loss", self.attention_loss, (*ATTENTION_LOSSES, "none"))
         _check_choice("logit_loss", self.logit_loss, (*LOGIT_LOSSES, "none"))

@@ -65,7 +65,9 @@ def _attention_scores(query, key, num_heads, mask):
     head_dim = width // num_heads
     q = query.view(batch, seq, num_heads, head_dim).transpose(1, 2)
     k = key.view(batch, key.shape[1], num_heads, head_dim).transpose(1, 2)
-    scores = (q @ k.transpose(-1, -2)).float() * head_dim**-0.5
+    # Upcast before the product: a bf16 teacher's Q·Kᵀ rounded to bf16 would lose what SDPA keeps (it accumulates in
+    # fp32); the projections themselves stay in the model's dtype.
+    scores = (q.float() @ k.float().transpose(-1, -2)) * head_dim**-0.5
     if mask is not None and not bool(mask.all()):
         scores = scores.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
     return scores

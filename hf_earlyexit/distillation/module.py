@@ -69,7 +69,7 @@ def run_model(
 
 
 @dataclass
-class StepPlan:
+class ForwardPlan:
     """What one forward has to produce, given the active stage and the batch."""
 
     hidden_pairs: list[tuple[int, int]] = field(default_factory=list)
@@ -99,7 +99,7 @@ class DistillationModule(nn.Module):
             )
         self.student.activation_checkpointing_enable(kwargs, every_n_layers=every_n_layers, offload=offload)
 
-    def forward(self, plan: StepPlan, labels: torch.Tensor | None = None, **inputs) -> dict:
+    def forward(self, plan: ForwardPlan, labels: torch.Tensor | None = None, **inputs) -> dict:
         capture = EncoderCapture(
             self.student,
             hidden_layers=[s for s, _ in plan.hidden_pairs],

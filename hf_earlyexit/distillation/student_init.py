@@ -56,7 +56,9 @@ def compact_student(
 ) -> nn.Module:
     """A fresh student of the teacher's class, `num_layers` x `hidden_size`, whose word, position and token-type
     embeddings are the teacher's projected onto the top `hidden_size` principal directions of the teacher's word
-    embeddings (one shared projection keeps the three in one space). The layers start randomly initialised."""
+    embeddings (one shared projection keeps the three in one space; the word table is centred first, the position
+    and token-type tables are not, so a summed embedding is the centred sum's projection). The layers start randomly
+    initialised."""
     if hidden_size > teacher.config.hidden_size:
         raise ValueError(
             f"hidden_size={hidden_size} exceeds the teacher width {teacher.config.hidden_size}; a compact student "
@@ -77,8 +79,11 @@ def compact_student(
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
             if hasattr(source, name):
                 weight = getattr(source, name).weight.double()
+                # Only the word table is centred: the input embedding is the sum of one row of each table, so
+                # subtracting the mean from all three would shift every summed embedding by -2·mean·V.
+                centre = mean if name == "word_embeddings" else 0.0
                 getattr(target, name).weight.copy_(
-                    ((weight - mean) @ components).to(target.word_embeddings.weight.dtype)
+                    ((weight - centre) @ components).to(target.word_embeddings.weight.dtype)
                 )
     student.tie_weights()
     return student

@@ -23,7 +23,7 @@ from .attention_loss import head_mean_attention_loss, relation_attention_loss
 from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout
 from .layer_maps import resolve_layer_map
 from .losses import HIDDEN_LOSSES, LOGIT_LOSSES
-from .module import DistillationModule, StepPlan, model_task, run_model
+from .module import DistillationModule, ForwardPlan, model_task, run_model
 from .projections import build_hidden_projections
 from .stages import check_selectors_fit, parse_stages, selected, stage_index_at
 
@@ -64,7 +64,7 @@ def _attention_pairs(args: DistillationArguments, hidden_pairs, student_layers: 
     return pairs
 
 
-def token_mask(inputs: dict) -> torch.Tensor:
+def real_tokens(inputs: dict) -> torch.Tensor:
     """The boolean attention mask of a batch; every position when the batch has none."""
     mask = inputs.get("attention_mask")
     if mask is not None:
@@ -81,7 +81,7 @@ def _counts(mask: torch.Tensor, labels: torch.Tensor | None, rows: torch.Tensor 
 
 def item_counts(inputs: dict, task: str) -> dict[str, torch.Tensor]:
     """Items each loss component averages over in this batch (see `_COUNT_OF`)."""
-    mask, labels = token_mask(inputs), inputs.get("labels")
+    mask, labels = real_tokens(inputs), inputs.get("labels")
     return _counts(mask, labels, logit_rows(task, labels, mask))
 
 
@@ -230,7 +230,7 @@ class DistillationTrainer(Trainer):
         total = self._accumulated_counts[kind]
         return counts[kind].to(total.dtype) * self.accelerator.num_processes / total.clamp_min(1)
 
-    def _teacher_targets(self, inputs, plan: StepPlan, student_qkv, mask):
+    def _teacher_targets(self, inputs, plan: ForwardPlan, student_qkv, mask):
         """The teacher's hidden states and logits, and each attention pair's loss.
 
         The teacher runs after the student, and each mapped teacher layer is scored against the student's captured
@@ -272,11 +272,11 @@ class DistillationTrainer(Trainer):
         stage = self.stages[self.current_stage_index()]
         labels = inputs.get("labels")
         encoder_inputs = {name: inputs[name] for name in self._input_names if name in inputs}
-        mask = token_mask(inputs)
+        mask = real_tokens(inputs)
         active = [c for c in stage.losses if c != "ce" or labels is not None]
         rows = logit_rows(self.task, labels, mask)
         relation = self.args.attention_loss == "relation"
-        plan = StepPlan(
+        plan = ForwardPlan(
             hidden_pairs=self.hidden_pairs if "hidden" in active else [],
             attention_layers=[s for s, _ in self.attention_pairs] if "attention" in active else [],
             projections=("query", "key", "value") if relation else ("query", "key"),

@@ -14,7 +14,10 @@ Peak memory is the memory the forward pass holds at its worst moment plus the re
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -130,10 +133,31 @@ def _resident_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null: kineto's C++ start/stop prints ("USDT:... profiler_start") bypass
+    Python's sys.stderr and would land in the user's console at every memory measurement."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def cpu_peak_bytes(run: Callable[[], Any]) -> int:
     """Peak bytes of CPU tensor memory allocated while `run()` executes, over what was allocated before it."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # only around the profiler's start and stop: what `run()` prints still shows
+        prof.__enter__()
+    try:
         run()
+    finally:
+        with _quiet_stderr():
+            prof.__exit__(None, None, None)
     # Raw allocator records (one per malloc/free); FunctionEvent totals would double count nested ops.
     records = sorted(
         (event.start_ns(), event.nbytes())

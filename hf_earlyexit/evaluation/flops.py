@@ -7,9 +7,11 @@ What is counted for one example of ``T`` real tokens (no padding), hidden size `
   ``Q·Kᵀ`` and ``scores·V`` ``2·2·T²·H`` (all heads together). This is "the encoder": for XLM-R Base
   (12 × 768, FFN 3072) at 128 tokens it is 22.35 GFLOP.
 * the exit heads evaluated on the way (see ``ExitHead``): every intermediate exit at or below the exit layer (an
-  example is scored at each exit it passes) and the final head when it reaches the last layer. Sequence heads run
-  on one vector (the first token, or with ``pooling="mean"`` the mean of the real tokens, whose masked sum is
-  elementwise work the counter does not count either), token heads on all ``T``. ``include_exit_heads=False`` leaves the intermediate heads out, as for
+  example is scored at each exit it passes) whose head the config's thresholds switch on (a per-exit threshold of 0
+  skips its head, as the model does), and the final head when it reaches the last layer. Sequence heads run on one
+  vector (the first token, or with ``pooling="mean"`` the mean of the real tokens, whose masked sum is elementwise
+  work the counter does not count either), token heads on all ``T``. ``include_exit_heads=False`` leaves the
+  intermediate heads out, as for
   the plain full-depth model (or the early-exit model with every threshold 0, which skips them).
 
 Token-level exit (``exit_granularity="token"``, ``flops_token_exit``): with ``A_l`` the tokens still active at
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..modeling.criteria import check_exit_layers
+from ..modeling.criteria import check_exit_layers, exits_needing_heads, per_exit_thresholds
 from ..modeling.early_exit import default_exit_head
 
 TASKS = ("sequence", "token")
@@ -66,13 +68,27 @@ def final_head_design(task: str) -> str:
     return "linear" if task == "token" else "pooler"
 
 
+def _evaluated_exit_layers(config) -> list[int]:
+    """The intermediate exits whose heads the model evaluates: those the config's thresholds switch on (a per-exit
+    threshold of 0 skips its head); when none is on, every one (only forced exits can then leave early, and they
+    run every head on the way)."""
+    intermediate = _exit_layers(config)[:-1]
+    threshold = getattr(config, "exit_threshold", None)
+    if threshold is None:
+        return intermediate
+    needed = exits_needing_heads(
+        getattr(config, "exit_criterion", "entropy"), per_exit_thresholds(threshold, len(intermediate) + 1)
+    )
+    return [layer for layer, on in zip(intermediate, needed) if on] if any(needed) else intermediate
+
+
 def _flops(config, seq_len, exit_layer, task: str, include_exit_heads: bool):
     """Vectorised core: ``seq_len`` and ``exit_layer`` may be ints or broadcastable tensors."""
     depth = config.num_hidden_layers
     total = exit_layer * layer_flops(config, seq_len)
     if include_exit_heads:
         per_exit = head_flops(config, seq_len, default_exit_head(config, task == "token"), task)
-        for layer in _exit_layers(config)[:-1]:
+        for layer in _evaluated_exit_layers(config):
             total = total + per_exit * (exit_layer >= layer)
     return total + head_flops(config, seq_len, final_head_design(task), task) * (exit_layer == depth)
 

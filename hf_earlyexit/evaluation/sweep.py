@@ -170,14 +170,14 @@ def decide_exits(collected: ExitLogits, config, threshold: float) -> ExitDecisio
     """Each example's prediction and exit layer at `threshold`, from the stored logits via `select_exits`."""
     chosen_logits, example_layers, counted = [], [], []
     for batch in collected.batches:
-        token_mask = batch.attention_mask.bool() if collected.token_level else None
+        real_tokens = batch.attention_mask.bool() if collected.token_level else None
         logits, exit_layer = select_exits(
             list(batch.exit_logits),
             list(collected.exit_layers),
             config.exit_criterion,
             threshold,
             patience=getattr(config, "exit_patience", 1),
-            token_mask=token_mask,
+            real_tokens=real_tokens,
         )
         chosen_logits.append(logits)
         if exit_layer.dim() == 2:

@@ -55,6 +55,8 @@ class EarlyExitConfigMixin:
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if hasattr(self.exit_threshold, "tolist"):  # numpy / torch values: stored as Python numbers, as JSON needs
+            self.exit_threshold = self.exit_threshold.tolist()
         self.exit_layers = resolve_exit_layers(self.exit_layers, self.num_hidden_layers)
         validate_exit_fields(self)
 

@@ -45,10 +45,10 @@ def uncertainty(logits: torch.Tensor, criterion: str) -> torch.Tensor:
     return 1.0 - max_probability(logits)
 
 
-def sequence_leaves(token_leaves: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+def sequence_leaves(token_leaves: torch.Tensor, real_tokens: torch.Tensor) -> torch.Tensor:
     """A sequence leaves when every real (non-pad) token may leave (``exit_granularity="sequence"``); the
     per-token mode combines the same token flags with ``window_leaves`` instead."""
-    return (token_leaves | ~token_mask).all(dim=-1)
+    return (token_leaves | ~real_tokens).all(dim=-1)
 
 
 def window_any(flags: torch.Tensor, window: int) -> torch.Tensor:
@@ -103,12 +103,12 @@ def exit_step(
     threshold: float,
     patience: int = 1,
     state: tuple[torch.Tensor, torch.Tensor] | None = None,
-    token_mask: torch.Tensor | None = None,
+    real_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Decide, at one exit, which rows leave.
 
     Args:
-        logits: ``(rows, num_labels)``, or ``(rows, seq, num_labels)`` with ``token_mask`` ``(rows, seq)`` (bool).
+        logits: ``(rows, num_labels)``, or ``(rows, seq, num_labels)`` with ``real_tokens`` ``(rows, seq)`` (bool).
         threshold: this exit's threshold (a Python float, known on the host).
         state: the patience state ``(previous prediction, unchanged count)`` returned by the previous exit for
             the same rows in the same order (None at the first exit and for the other criteria).
@@ -118,8 +118,8 @@ def exit_step(
         with the hidden states when rows leave).
     """
     token_leaves, state = may_leave(criterion, logits, threshold, patience, state)
-    if token_mask is not None:
-        return sequence_leaves(token_leaves, token_mask), state
+    if real_tokens is not None:
+        return sequence_leaves(token_leaves, real_tokens), state
     return token_leaves, state
 
 
@@ -145,7 +145,11 @@ def check_exit_layers(name: str, layers: torch.Tensor, exit_layers: Sequence[int
 
 
 def per_exit_thresholds(threshold: float | Sequence[float], num_exits: int) -> list[float]:
-    """One float per exit; raises a one-line ValueError for a negative value or a list of the wrong length."""
+    """One float per exit; raises a one-line ValueError for a negative value or a list of the wrong length.
+
+    Accepts Python and numpy numbers, 0-d tensors / arrays (one value) and 1-d tensors / arrays (one per exit)."""
+    if hasattr(threshold, "tolist") and not isinstance(threshold, bool):  # tensors, numpy arrays and scalars
+        threshold = threshold.tolist()
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
         values = [float(threshold)] * num_exits
     elif isinstance(threshold, Sequence) and not isinstance(threshold, str):
@@ -170,21 +174,22 @@ def select_exits(
     criterion: str,
     threshold: float | Sequence[float],
     patience: int = 1,
-    token_mask: torch.Tensor | None = None,
+    real_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits and 1-based exit layer each example gets, given the logits of every exit.
 
     ``exit_logits[i]`` belongs to ``exit_layers[i]`` (the last one is the final layer, which everybody reaches).
     Returns ``logits`` shaped like one exit's logits and ``exit_layer`` (long) ``(batch,)``, or ``(batch, seq)``
-    when ``token_mask`` is given (the sequence's layer broadcast to its tokens). Equals the model's batched path.
+    when ``real_tokens`` is given (sequence-level exit: the sequence's layer repeated over its tokens; token-level
+    exit cannot be replayed from stored logits, see ``token_exit.py``). Equals the model's batched path.
     """
     if criterion not in EXIT_CRITERIA:
         raise ValueError(f"exit_criterion={criterion!r}; expected one of {EXIT_CRITERIA}")
     if len(exit_logits) != len(exit_layers):
         raise ValueError(f"got {len(exit_logits)} exit logits for {len(exit_layers)} exit layers {list(exit_layers)}")
     thresholds = per_exit_thresholds(threshold, len(exit_layers))
-    if token_mask is not None:
-        token_mask = token_mask.bool()
+    if real_tokens is not None:
+        real_tokens = real_tokens.bool()
     batch = exit_logits[0].shape[0]
     device = exit_logits[0].device
     chosen = torch.full((batch,), len(exit_layers) - 1, dtype=torch.long, device=device)
@@ -193,10 +198,10 @@ def select_exits(
     for index, needed in enumerate(exits_needing_heads(criterion, thresholds)):
         if not needed:
             continue
-        leave, state = exit_step(criterion, exit_logits[index], thresholds[index], patience, state, token_mask)
+        leave, state = exit_step(criterion, exit_logits[index], thresholds[index], patience, state, real_tokens)
         chosen = torch.where(leave & ~decided, torch.full_like(chosen, index), chosen)
         decided |= leave
-    return gather_exits(exit_logits, exit_layers, chosen, per_token=token_mask is not None)
+    return gather_exits(exit_logits, exit_layers, chosen, per_token=real_tokens is not None)
 
 
 def gather_exits(

@@ -67,7 +67,8 @@ class EarlyExitSequenceClassifierOutput(ModelOutput):
 @dataclass
 class EarlyExitTokenClassifierOutput(EarlyExitSequenceClassifierOutput):
     """Same fields for token classification: ``logits`` ``(batch, seq, num_labels)``, ``exit_layer``
-    ``(batch, seq)`` (the sequence's exit layer broadcast to its tokens), ``exit_logits`` per exit
+    ``(batch, seq)``: each token's own exit layer with ``exit_granularity="token"`` (padding gets its row's deepest),
+    the sequence's exit layer repeated over its tokens with ``"sequence"``; ``exit_logits`` per exit
     ``(batch, seq, num_labels)``."""
 
 
@@ -110,6 +111,30 @@ def pool_sequence(hidden_states: torch.Tensor, attention_mask: torch.Tensor | No
         return hidden_states.mean(dim=1, keepdim=True)
     weights = attention_mask[:, :, None].to(hidden_states.dtype)
     return (hidden_states * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """CE summed over labelled items (label -100 ignored); ``logits`` ``(..., C)``, ``labels`` ``(...)``. Sums, not
+    means: the caller divides by the item count of the whole accumulated batch."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.to(logits.device).reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+
+
+def joint_cross_entropy_sum(
+    exit_logits: Sequence[torch.Tensor], weights: Sequence[float], labels: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """The joint exit loss, summed over labelled items: per item the weighted mean over the given exits of their CE
+    (``Σ_k w_k CE_k / Σ_k w_k``). The model's training loss and every trainer term over exits."""
+    total = sum(weights)
+    terms = [
+        cross_entropy_sum(logits, labels, label_smoothing) * (w / total) for logits, w in zip(exit_logits, weights)
+    ]
+    return torch.stack(terms).sum()
 
 
 def classifier_dropout(config) -> float:
@@ -209,7 +234,7 @@ class EarlyExitMixin:
             forced = forced_token_layers(forced_exit_layer, config.exit_layers, batch, seq_len, device)
         else:
             forced = forced_exit_index(forced_exit_layer, config.exit_layers, batch, device)
-        token_mask = self._criterion_token_mask(attention_mask, batch, seq_len, device)
+        real_tokens = self._real_tokens(attention_mask, batch, seq_len, device)
         inputs = {
             "input_ids": input_ids,
             "token_type_ids": token_type_ids,
@@ -229,7 +254,7 @@ class EarlyExitMixin:
                 )
             every = self._forward_all_exits(inputs, attention_mask, kwargs)
             logits, exit_layer = self._decide_from_all_exits(
-                route, every, inputs, thresholds, forced, token_mask, kwargs
+                route, every, inputs, thresholds, forced, real_tokens, kwargs
             )
             output = self._make_output(
                 logits,
@@ -241,9 +266,9 @@ class EarlyExitMixin:
         elif route == "full_depth":
             output = self._forward_full_depth(inputs, attention_mask, kwargs)
         elif route == "token":
-            output = self._make_output(*forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs))
+            output = self._make_output(*forward_token_exit(self, inputs, real_tokens, thresholds, forced, kwargs))
         else:
-            output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, token_mask, kwargs)
+            output = self._forward_batched_exit(inputs, attention_mask, thresholds, forced, real_tokens, kwargs)
 
         # Rebuilt rather than assigned to, so that `loss` comes first in `to_tuple()` as in transformers.
         output = self.output_class(
@@ -293,7 +318,7 @@ class EarlyExitMixin:
             return "criterion"
         return "full_depth"
 
-    def _criterion_token_mask(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
+    def _real_tokens(self, attention_mask, batch, seq_len, device) -> torch.Tensor | None:
         """Which tokens the criterion looks at (token classification: the real tokens); None for sequences."""
         if not self.per_token:
             return None
@@ -301,23 +326,15 @@ class EarlyExitMixin:
             return attention_mask.bool()
         return torch.ones(batch, seq_len, dtype=torch.bool, device=device)
 
-    def _ce_sum_and_count(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = labels.to(logits.device).reshape(-1)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=-100, reduction="sum")
-        return ce, labels.ne(-100).sum()
-
     def _loss(self, output, labels, num_items_in_batch) -> torch.Tensor:
         """Training: the joint weighted CE over exits (what training optimises); eval: CE of the returned logits
         (the early-exit prediction), whatever outputs were asked for. Sum over labelled items divided by
         ``num_items_in_batch`` when given (the Trainer's count over the accumulated batch)."""
         if self.training:
-            weights = exit_loss_weights(self.config)
-            total = sum(weights)
-            sums_and_counts = [self._ce_sum_and_count(logits, labels) for logits in output.exit_logits]
-            ce = sum(exit_ce * (weight / total) for weight, (exit_ce, _) in zip(weights, sums_and_counts))
-            count = sums_and_counts[-1][1]  # the same labels at every exit
+            ce = joint_cross_entropy_sum(output.exit_logits, exit_loss_weights(self.config), labels)
         else:
-            ce, count = self._ce_sum_and_count(output.logits, labels)
+            ce = cross_entropy_sum(output.logits, labels)
+        count = labels.ne(-100).sum()
         denominator = num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1)
         if torch.is_tensor(denominator):
             denominator = denominator.to(ce.device)
@@ -357,7 +374,7 @@ class EarlyExitMixin:
             attentions=outputs.attentions,
         )
 
-    def _decide_from_all_exits(self, route, output, inputs, thresholds, forced, token_mask, kwargs):
+    def _decide_from_all_exits(self, route, output, inputs, thresholds, forced, real_tokens, kwargs):
         """``route``'s logits and exit layers when every exit already ran. Sequence exits are read off the stored
         exit logits; token exits need the token path's own forward, because a token's later logits depend on which
         other tokens froze (no replay of the stored exit logits can reproduce it)."""
@@ -366,15 +383,15 @@ class EarlyExitMixin:
         if route == "full_depth":
             return exit_logits[-1], self._full_depth_layer(exit_logits[-1].shape[0], exit_logits[-1].device)
         if route == "token":
-            return forward_token_exit(self, inputs, token_mask, thresholds, forced, kwargs)
+            return forward_token_exit(self, inputs, real_tokens, thresholds, forced, kwargs)
         if route == "forced":
             exit_index = torch.searchsorted(torch.tensor(config.exit_layers, device=forced.device), forced)
             return gather_exits(exit_logits, config.exit_layers, exit_index)
         return select_exits(
-            exit_logits, config.exit_layers, config.exit_criterion, thresholds, config.exit_patience, token_mask
+            exit_logits, config.exit_layers, config.exit_criterion, thresholds, config.exit_patience, real_tokens
         )
 
-    def _forward_batched_exit(self, inputs, attention_mask, thresholds, forced, token_mask, kwargs):
+    def _forward_batched_exit(self, inputs, attention_mask, thresholds, forced, real_tokens, kwargs):
         config = self.config
         backbone = self.base_model
         hidden = backbone.embeddings(**inputs)
@@ -403,7 +420,7 @@ class EarlyExitMixin:
                 leave = forced == number
             else:
                 leave, state = exit_step(
-                    config.exit_criterion, head_logits, thresholds[index], config.exit_patience, state, token_mask
+                    config.exit_criterion, head_logits, thresholds[index], config.exit_patience, state, real_tokens
                 )
             running = leave.shape[0]
             leaving = int(leave.sum())  # the one host synchronisation of this layer
@@ -417,7 +434,7 @@ class EarlyExitMixin:
                 return self._make_output(logits_out, exit_layer_out)
             rows, hidden = rows[stay], hidden[stay]
             forced = forced[stay] if forced is not None else None
-            token_mask = token_mask[stay] if token_mask is not None else None
+            real_tokens = real_tokens[stay] if real_tokens is not None else None
             state = tuple(part[stay] for part in state) if state is not None else None
             layer_mask, running_mask_2d = self._keep_mask_rows(layer_mask, running_mask_2d, stay, running, hidden)
 

@@ -1,37 +1,18 @@
 """Loss terms of the exit training modes as pure functions returning SUMS over items.
 
 Sums, not means: the trainer divides by the item count of the whole accumulated (and, across processes, global)
-batch, which is what makes 2 x 4 gradient accumulation equal one batch of 8.
+batch, which is what makes 2 x 4 gradient accumulation equal one batch of 8. The CE terms are the model's own
+(``modeling/early_exit.py``), so the joint loss is written once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch.nn import functional as F
 
+from ..modeling.early_exit import cross_entropy_sum, joint_cross_entropy_sum
 
-def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """CE summed over labelled items (label -100 ignored); ``logits`` ``(..., C)``, ``labels`` ``(...)``."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.to(logits.device).reshape(-1),
-        ignore_index=-100,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-    )
-
-
-def weighted_exits_cross_entropy_sum(
-    exit_logits: Sequence[torch.Tensor], weights: Sequence[float], labels: torch.Tensor, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Per labelled item, the weighted mean over the given exits of their CE, summed over items."""
-    total = sum(weights)
-    terms = [
-        cross_entropy_sum(logits, labels, label_smoothing) * (w / total) for logits, w in zip(exit_logits, weights)
-    ]
-    return torch.stack(terms).sum()
+__all__ = ["cross_entropy_sum", "distillation_kl_sum", "joint_cross_entropy_sum"]
 
 
 def distillation_kl_sum(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class StepPlan:
+class ExitStepPlan:
     """The loss of one step and the parameters it may change.
 
     Attributes:
@@ -31,26 +31,26 @@ class StepPlan:
 
 def step_plan(
     mode: str, step: int, first_stage_end: int, has_labels: bool, distillation_trains_backbone: bool
-) -> StepPlan:
+) -> ExitStepPlan:
     """The plan of the optimizer step with 0-based index ``step`` (the Trainer's ``global_step`` while it runs).
 
     two_stage runs stage 1 for steps ``0 .. first_stage_end - 1``; alternating counts steps from 1, so the first
     step (odd) trains the final loss and the second (even) the joint loss.
     """
     if mode == "joint":
-        return StepPlan("joint", train_exit_heads=True, train_rest=True)
+        return ExitStepPlan("joint", train_exit_heads=True, train_rest=True)
     if mode == "two_stage":
         if step < first_stage_end:
-            return StepPlan("final", train_exit_heads=False, train_rest=True)
-        return StepPlan("exits", train_exit_heads=True, train_rest=False)
+            return ExitStepPlan("final", train_exit_heads=False, train_rest=True)
+        return ExitStepPlan("exits", train_exit_heads=True, train_rest=False)
     if mode == "alternating":
         if (step + 1) % 2 == 1:
-            return StepPlan("final", train_exit_heads=False, train_rest=True)
-        return StepPlan("joint", train_exit_heads=True, train_rest=True)
+            return ExitStepPlan("final", train_exit_heads=False, train_rest=True)
+        return ExitStepPlan("joint", train_exit_heads=True, train_rest=True)
     if mode == "self_distillation":
         detach = not distillation_trains_backbone
         # Without labels and with detached exits nothing reaches the backbone: freeze it so no graph is built.
-        return StepPlan(
+        return ExitStepPlan(
             "distill", train_exit_heads=True, train_rest=has_labels or not detach, detach_exit_inputs=detach
         )
     raise ValueError(f"exit_training_mode={mode!r}; expected one of joint, two_stage, alternating, self_distillation")

@@ -17,15 +17,15 @@ from transformers import Trainer
 from ..modeling.configuration_early_exit import exit_loss_weights
 from .arguments import EarlyExitTrainingArguments
 from .component_log import ComponentAverager
-from .losses import cross_entropy_sum, distillation_kl_sum, weighted_exits_cross_entropy_sum
-from .modes import StepPlan, step_plan
+from .losses import cross_entropy_sum, distillation_kl_sum, joint_cross_entropy_sum
+from .modes import ExitStepPlan, step_plan
 
 # Index of each item count in the tensor `_item_counts` returns, and which count normalises each component.
 LABELLED, DISTILLED = 0, 1
 COUNT_OF = {"final": LABELLED, "exits": LABELLED, "distill": DISTILLED}
 # Evaluation measures one fixed quantity whatever step the schedule is at: the joint loss over every exit (what the
 # model's own training loss is), with its components (and, in self_distillation, the exit KL) as separate metrics.
-EVALUATION_PLAN = StepPlan("joint", train_exit_heads=True, train_rest=True)
+EVALUATION_PLAN = ExitStepPlan("joint", train_exit_heads=True, train_rest=True)
 
 
 def _detach_inputs(module, args):
@@ -100,7 +100,7 @@ class EarlyExitTrainer(Trainer):
 
     # ---- which loss, which parameters ----
 
-    def current_plan(self, has_labels: bool) -> StepPlan:
+    def current_plan(self, has_labels: bool) -> ExitStepPlan:
         args = self.args
         return step_plan(
             args.exit_training_mode,
@@ -110,7 +110,7 @@ class EarlyExitTrainer(Trainer):
             args.distillation_trains_backbone,
         )
 
-    def _apply_plan(self, plan: StepPlan) -> None:
+    def _apply_plan(self, plan: ExitStepPlan) -> None:
         for parameter, is_exit_head in self._trainable:
             parameter.requires_grad_(plan.train_exit_heads if is_exit_head else plan.train_rest)
 
@@ -197,7 +197,13 @@ class EarlyExitTrainer(Trainer):
         if not training and self.args.exit_training_mode == "self_distillation":
             sums["distill"] = self._distill_sum(outputs.exit_logits, inputs.get("attention_mask"))
         means = {name: value / denominators[COUNT_OF[name]].to(value.device) for name, value in sums.items()}
-        loss = self._combine(plan, means)
+        if plan.loss == "joint":  # the model's own joint loss, the one implementation of it
+            joint = joint_cross_entropy_sum(
+                outputs.exit_logits, self._exit_weights, labels, self.args.label_smoothing_factor
+            )
+            loss = joint / denominators[LABELLED].to(joint.device)
+        else:
+            loss = self._combine(plan, means)
         components = self._components if training else self._eval_components
         for name, value in sums.items():
             components.add(name, value, local_counts[COUNT_OF[name]])
@@ -206,16 +212,14 @@ class EarlyExitTrainer(Trainer):
         # Per-exit logits stay out of what prediction_step gathers: the same fields a plain evaluation returns.
         return loss, type(outputs)(loss=loss, logits=outputs.logits, exit_layer=outputs.exit_layer)
 
-    def _component_sums(self, plan: StepPlan, exit_logits, labels, attention_mask) -> dict[str, torch.Tensor]:
+    def _component_sums(self, plan: ExitStepPlan, exit_logits, labels, attention_mask) -> dict[str, torch.Tensor]:
         """Each loss component of the plan, summed over its items."""
         smoothing = self.args.label_smoothing_factor
         sums = {}
         if plan.loss in ("joint", "final") or (plan.loss == "distill" and labels is not None):
             sums["final"] = cross_entropy_sum(exit_logits[-1], labels, smoothing)
         if plan.loss == "exits" or (plan.loss == "joint" and len(exit_logits) > 1):
-            sums["exits"] = weighted_exits_cross_entropy_sum(
-                exit_logits[:-1], self._exit_weights[:-1], labels, smoothing
-            )
+            sums["exits"] = joint_cross_entropy_sum(exit_logits[:-1], self._exit_weights[:-1], labels, smoothing)
         if plan.loss == "distill":
             sums["distill"] = self._distill_sum(exit_logits, attention_mask)
         return sums
@@ -229,14 +233,11 @@ class EarlyExitTrainer(Trainer):
             [distillation_kl_sum(logits, teacher, temperature, mask) for logits in exit_logits[:-1]]
         ).mean()
 
-    def _combine(self, plan: StepPlan, means: dict[str, torch.Tensor]) -> torch.Tensor:
-        if plan.loss == "joint" and "exits" in means:
-            # Equals the model's own joint loss: sum_k w_k CE_k / sum_k w_k over all exits, final included.
-            final_share = self._exit_weights[-1] / sum(self._exit_weights)
-            return final_share * means["final"] + (1.0 - final_share) * means["exits"]
+    def _combine(self, plan: ExitStepPlan, means: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of the non-joint plans from their components' means."""
         if plan.loss == "distill":
             return means.get("final", 0.0) + self.args.distillation_weight * means["distill"]
-        return means["final" if plan.loss == "joint" else plan.loss]  # joint without intermediate exits: final only
+        return means[plan.loss]
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
