@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoTokenizer, DataCollatorForTokenClassification, DataCollatorWithPadding
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    set_seed,
+)
 
+from .cli import check_local_or_hub_id, refusing_bad_input
 from .data.tasks import (
     EVAL_LANGUAGES,
     WIKIANN_TAGS,
@@ -36,6 +43,7 @@ from .evaluation.sweep import DEFAULT_THRESHOLDS, evaluate_languages
 from .hub import create_model_card, push_finished_folder, take_push_settings
 from .modeling import EARLY_EXIT_FAMILIES
 from .pipelines import save_pretrained_with_pipeline
+from .run_outputs import prepare_output_dir
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -241,35 +249,42 @@ def run_task(
 ) -> dict[str, Any] | None:
     """Train, evaluate and write everything into ``training_args.output_dir``; returns results.json's content
     (None on processes other than the main one)."""
-    spec = TASKS[task]
-    if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
-        raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
-    train_raw, eval_raw = load_task_data(task, data_args)
-    distillation = None
-    if sweep_args.distillation_summary:
-        distillation = json.loads(Path(sweep_args.distillation_summary).read_text(encoding="utf-8"))
+    # Everything up to the trainer is set-up: bad input there is refused in one line, before any training.
+    with refusing_bad_input(f"run_{task}"):
+        check_local_or_hub_id("model_name_or_path", model_args.model_name_or_path)
+        check_local_or_hub_id("tokenizer_name_or_path", model_args.tokenizer_name_or_path)
+        prepare_output_dir(training_args)
+        spec = TASKS[task]
+        if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
+            raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
+        train_raw, eval_raw = load_task_data(task, data_args)
+        distillation = None
+        if sweep_args.distillation_summary:
+            distillation = json.loads(Path(sweep_args.distillation_summary).read_text(encoding="utf-8"))
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
-    model = load_early_exit_model(
-        model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
-    )
-    max_length = data_args.max_seq_length
-    train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
-    eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)
-    collator = (
-        DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
-    )
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
+        # Seeded before the new heads are initialised: the Trainer seeds only when it is built, after the model.
+        set_seed(training_args.seed)
+        model = load_early_exit_model(
+            model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
+        )
+        max_length = data_args.max_seq_length
+        train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
+        eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)
+        collator = (
+            DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
+        )
 
-    hub = take_push_settings(training_args)
-    trainer = EarlyExitTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        data_collator=collator,
-        processing_class=tokenizer,
-    )
+        hub = take_push_settings(training_args)
+        trainer = EarlyExitTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_dataset,
+            data_collator=collator,
+            processing_class=tokenizer,
+        )
     if training_args.do_train:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if not trainer.is_world_process_zero():
         return None
 

@@ -553,7 +553,7 @@ def test_a_partition_shorter_than_steps_per_partition_is_refused_before_any_mode
     demo_tokenizer.save_pretrained(tmp_path / "tokenizer")
     args = parse_config(
         DISTIL_ARGUMENTS,
-        ["--teacher_name_or_path", str(tmp_path / "no-teacher"), "--tokenizer_name_or_path", str(tmp_path / "tokenizer"),
+        ["--teacher_name_or_path", "nobody/no-teacher", "--tokenizer_name_or_path", str(tmp_path / "tokenizer"),
          "--student_init", "compact", "--corpus", DEMO_CORPUS, "--num_partitions", "2", "--block_size", "32",
          "--per_device_train_batch_size", "4", "--steps_per_partition", "500", "--output_dir", str(tmp_path / "out"),
          "--use_cpu", "true", "--report_to", "none"],
@@ -561,7 +561,7 @@ def test_a_partition_shorter_than_steps_per_partition_is_refused_before_any_mode
     corpus = load_distillation_corpus(DEMO_CORPUS, num_partitions=2, partition=0)
     real = sum(1 for _ in pack_for_mlm(corpus, demo_tokenizer, 32))
     with pytest.raises(ValueError, match=rf"partition 0 packs into {real} blocks of 32 tokens, {real // 4} steps"):
-        run_distillation(*args)  # the teacher folder does not exist: the refusal comes before any model loads
+        run_distillation(*args)  # the teacher is not on this offline machine: the refusal comes before it loads
 
 
 def test_seeded_masks_continue_after_a_resume_instead_of_repeating(demo_tokenizer):
