@@ -350,6 +350,17 @@ def test_streaming_false_holds_the_same_rows(tmp_path):
     assert stored.to_list() == streamed and stored.column_names == ["text", "lang"]
 
 
+def test_streaming_false_reads_a_changed_file_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("old one\nold two\n")
+    before = load_distillation_corpus(str(corpus), num_partitions=1, partition=0, streaming=False)
+    (corpus / "en.txt").write_text("new one\nnew two\n")  # same row count, same size
+    after = load_distillation_corpus(str(corpus), num_partitions=1, partition=0, streaming=False)
+    assert sorted(before["text"]) == ["old one", "old two"] and sorted(after["text"]) == ["new one", "new two"]
+
+
 # --- bad input: one line naming the file (and line) and what was expected ------------------------------------------
 
 
