@@ -112,8 +112,9 @@ class CorpusArguments:
             raise ValueError(f"eval_task_config={self.eval_task_config!r} does not exist; expected a YAML/JSON file")
         if self.eval_task not in ("xnli", "wikiann"):
             raise ValueError(f"eval_task={self.eval_task!r}; expected xnli or wikiann")
-        if self.partitions is not None and (not self.partitions or len(set(self.partitions)) != len(self.partitions)):
-            raise ValueError(f"partitions={self.partitions}; expected distinct partition indices")
+        if self.partitions is not None and (not self.partitions or self.partitions != sorted(set(self.partitions))):
+            # partition-k/ is the student after partitions[:k+1]: the data-size curve needs them in order
+            raise ValueError(f"partitions={self.partitions}; expected distinct partition indices in increasing order")
 
 
 DISTIL_ARGUMENTS = (DistilModelArguments, CorpusArguments, DistillationArguments)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from .data.tasks import (
 from .evaluation.efficiency import describe_model, full_depth_flops, measure_efficiency
 from .evaluation.plots import write_plots
 from .evaluation.report import write_report
-from .evaluation.results import build_results, save_results
+from .evaluation.results import build_results, save_results, validate_distillation
 from .evaluation.sweep import DEFAULT_THRESHOLDS, evaluate_languages
 from .hub import create_model_card, push_finished_folder, take_push_settings
 from .modeling import EARLY_EXIT_FAMILIES
@@ -148,8 +149,8 @@ class SweepArguments:
     )
 
     def __post_init__(self):
-        if not self.thresholds or any(t < 0 for t in self.thresholds):
-            raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of values >= 0")
+        if not self.thresholds or any(not 0 <= t < math.inf for t in self.thresholds):
+            raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of finite values >= 0")
         if not 0 <= self.max_drop < 1:
             raise ValueError(f"max_drop={self.max_drop}; expected a fraction in [0, 1)")
         if self.latency_repeats < 1 or self.efficiency_seq_len < 8:
@@ -261,6 +262,10 @@ def run_task(
         distillation = None
         if sweep_args.distillation_summary:
             distillation = json.loads(Path(sweep_args.distillation_summary).read_text(encoding="utf-8"))
+            try:
+                validate_distillation(distillation)  # now, not in results validation after training
+            except ValueError as error:
+                raise ValueError(f"distillation_summary={sweep_args.distillation_summary!r}: {error}") from None
 
         tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
         # Seeded before the new heads are initialised: the Trainer seeds only when it is built, after the model.
@@ -301,6 +306,11 @@ def run_task(
         and model.config.exit_granularity == "sequence"
         and sweep_args.compare_token_exit,
     )
+    # Saved before efficiency and results: a check failing there must not throw the trained model away.
+    # The chosen global threshold becomes the saved model's default, so the published model exits as measured.
+    model.config.exit_threshold = chosen_global["threshold"]
+    # Weights, tokenizer, remote code for the model and its pipelines: loads with or without this package.
+    save_pretrained_with_pipeline(model, tokenizer, output_dir)
     efficiency = None
     if sweep_args.measure_efficiency:
         reference = eval_datasets[data_args.eval_languages[0]]
@@ -325,10 +335,6 @@ def run_task(
         train_language=data_args.train_language,
         random_weights=model_args.random_weights,
     )
-    # The chosen global threshold becomes the saved model's default, so the published model exits as measured.
-    model.config.exit_threshold = chosen_global["threshold"]
-    # Weights, tokenizer, remote code for the model and its pipelines: loads with or without this package.
-    save_pretrained_with_pipeline(model, tokenizer, output_dir)
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)

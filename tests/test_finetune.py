@@ -128,3 +128,45 @@ def test_run_xnli_resumes_from_a_checkpoint_and_refuses_a_second_run_into_the_sa
     assert '"global_step": 12' in state
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(a[k].equal(b[k]) for k in a)  # continued from step 6, not restarted at step 0
+
+
+# ---- checks that used to run only after training ------------------------------------------------------------------
+
+
+def test_thresholds_and_partitions_that_results_would_refuse_are_refused_up_front():
+    from hf_earlyexit.distil import CorpusArguments
+    from hf_earlyexit.finetune import SweepArguments
+
+    for bad in ([0.0, float("inf")], [0.5, float("nan")]):
+        with pytest.raises(ValueError, match=r"thresholds=.*expected a non-empty list of finite values >= 0"):
+            SweepArguments(thresholds=bad)
+    with pytest.raises(ValueError, match=r"partitions=\[2, 0\]; expected distinct partition indices in increasing"):
+        CorpusArguments(partitions=[2, 0])
+
+
+def test_a_bad_distillation_summary_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    import json
+
+    import hf_earlyexit.finetune as finetune
+    from hf_earlyexit.cli import ConfigError
+
+    monkeypatch.setattr(finetune, "load_early_exit_model", lambda *a, **k: pytest.fail("model loaded"))
+    summary = tmp_path / "distillation.json"
+    entry = {"tokens_by_language": {}, "metric_by_language": {}}
+    parts = [{"partition": 2, **entry}, {"partition": 0, **entry}]
+    summary.write_text(json.dumps({"teacher": "t", "student_init": "s", "partitions": parts}))
+    with pytest.raises(ConfigError, match=r"distillation_summary=.*partitions\[1\]\.partition=0 is invalid"):
+        _run_xnli(tmp_path, tmp_path / "out", "--distillation_summary", str(summary))
+
+
+@pytest.mark.slow
+def test_the_model_is_saved_even_when_the_results_check_fails(plain_model, tmp_path, monkeypatch):
+    import hf_earlyexit.finetune as finetune
+
+    def broken(**kwargs):
+        raise ValueError("results.json field languages.en.metric=nan is invalid")
+
+    monkeypatch.setattr(finetune, "build_results", broken)
+    with pytest.raises(ValueError, match="is invalid"):
+        _run_xnli(plain_model, tmp_path / "out")
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "config.json").is_file()

@@ -143,7 +143,7 @@ def validate_results(results: Any) -> None:
 
     _validate_chosen_global(results.get("chosen_global"), languages)
     _validate_efficiency(results.get("efficiency"))
-    _validate_distillation(results.get("distillation"))
+    validate_distillation(results.get("distillation"))
 
 
 def _validate_language(lang: str, entry: Any, num_exits: int, task: str, granularity: str) -> None:
@@ -233,7 +233,8 @@ def _validate_efficiency(efficiency: Any) -> None:
         _check_number(memory, setting, "efficiency.peak_memory_mb", minimum=0.0)
 
 
-def _validate_distillation(distillation: Any) -> None:
+def validate_distillation(distillation: Any) -> None:
+    """results.json's `distillation` record (run_distil's distillation.json), or None."""
     if distillation is None:
         return
     _require(isinstance(distillation, Mapping), "distillation", distillation, "an object or null")
