@@ -164,6 +164,8 @@ def _validate_language(lang: str, entry: Any, num_exits: int, task: str, granula
         entry["chosen"]["threshold"],
         "one of the sweep's thresholds",
     )
+    same_row = entry["sweep"][thresholds.index(entry["chosen"]["threshold"])]
+    _require(entry["chosen"] == same_row, f"{where}.chosen", entry["chosen"], f"the sweep's row {same_row}")
     if "sweep_token" in entry:
         _require(
             task == "wikiann" and granularity == "sequence",
@@ -212,6 +214,8 @@ def _validate_chosen_global(chosen: Any, languages: Mapping[str, Any]) -> None:
             value,
             f"one number per language {sorted(languages)}",
         )
+        for lang in value:
+            _check_number(value, lang, f"chosen_global.{key}")
 
 
 def _validate_efficiency(efficiency: Any) -> None:
@@ -252,6 +256,25 @@ def validate_distillation(distillation: Any) -> None:
             _require(part["partition"] > previous, f"{where}.partition", part["partition"], f"> {previous}")
         for key in ("tokens_by_language", "metric_by_language"):
             _require(isinstance(part.get(key), Mapping), f"{where}.{key}", part.get(key), "an object")
+        for lang, tokens in part["tokens_by_language"].items():
+            _require(
+                isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0,
+                f"{where}.tokens_by_language.{lang}",
+                tokens,
+                "a token count >= 0",
+            )
+        for lang in part["metric_by_language"]:
+            _check_number(part["metric_by_language"], lang, f"{where}.metric_by_language", minimum=0.0)
+        if "steps" in part:
+            _check_positive_int(part, "steps", where)
+        if "checkpoint" in part:
+            _check_type(part, "checkpoint", str, where)
+    if distillation.get("corpus") is not None:
+        _check_type(distillation, "corpus", str, "distillation")
+    losses = distillation.get("losses")
+    _require(losses is None or isinstance(losses, Mapping), "distillation.losses", losses, "an object or null")
+    if distillation.get("block_size") is not None:
+        _check_positive_int(distillation, "block_size", "distillation")
 
 
 def _require(ok: Any, field: str, value: Any, expected: Any) -> None:
