@@ -226,6 +226,18 @@ def _refuse_shared_files(task: str, data_args: TaskDataArguments, languages) -> 
         )
 
 
+def eval_rows_slice(data_args: TaskDataArguments) -> str:
+    """The evaluated rows of each language in `datasets` split-slice notation: `validation[-490:]` for a holdout,
+    `validation[:48]` for max_eval_samples, `validation[-490:-442]` for both (the first 48 of the last 490)."""
+    start = -data_args.holdout if data_args.train_split == data_args.eval_split else None
+    stop = data_args.max_eval_samples
+    if stop is not None and start is not None:
+        stop = start + stop if start + stop < 0 else None
+    if start is None and stop is None:
+        return data_args.eval_split
+    return f"{data_args.eval_split}[{'' if start is None else start}:{'' if stop is None else stop}]"
+
+
 def load_task_data(task: str, data_args: TaskDataArguments):
     """(train dataset, {lang: eval dataset}) as raw rows; every file problem surfaces here, before any model."""
     spec = TASKS[task]
@@ -334,11 +346,14 @@ def run_task(
         split=data_args.eval_split,
         train_language=data_args.train_language,
         random_weights=model_args.random_weights,
+        eval_rows=eval_rows_slice(data_args),
     )
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)
-    create_model_card(output_dir, results, recipe=distillation, repo_id=hub.repo_id)
+    # A Hub id (not a local folder) is the model this one was fine-tuned from.
+    base_model = None if Path(model_args.model_name_or_path).exists() else model_args.model_name_or_path
+    create_model_card(output_dir, results, recipe=distillation, repo_id=hub.repo_id, base_model=base_model)
     logger.info("wrote model, results.json, report, plots and model card to %s", output_dir)
     if hub.push:
         results["push_error"] = push_finished_folder(output_dir, hub)

@@ -34,6 +34,7 @@ from .evaluation.report import (
 from .evaluation.results import RESULTS_FILENAME, load_results, validate_results
 
 CARD_FILENAME = "README.md"
+YOUR_NAMESPACE = "your-username"
 # The Trainer's own convention for what not to push: its resumable checkpoints and private scratch files.
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "_*")
 
@@ -162,7 +163,7 @@ class EarlyExitCardData:
                     "dataset_type": task.dataset_id,
                     "dataset_name": f"{task.dataset_title} ({lang})",
                     "dataset_config": lang,
-                    "dataset_split": results["split"],
+                    "dataset_split": results.get("eval_rows", results["split"]),
                     "metric_type": results["metric"],
                 }
                 evals.append(
@@ -200,7 +201,10 @@ class EarlyExitCardData:
 
 def render_model_card(card: EarlyExitCardData) -> str:
     """The card's full text (YAML front matter + markdown); every template placeholder must be filled."""
-    repo = card.repo_id or card.model_name
+    # A repo id without a namespace would not load from the Hub: show where the user's namespace goes.
+    repo = (
+        card.repo_id if card.repo_id and "/" in card.repo_id else f"{YOUR_NAMESPACE}/{card.repo_id or card.model_name}"
+    )
     random = any(results["random_weights"] for results in card.results)
     values = {
         "metadata": card.to_card_data().to_yaml(),
@@ -228,7 +232,8 @@ def _per_task(card: EarlyExitCardData, section) -> str:
 
 def _results_section(card: EarlyExitCardData, results: Mapping[str, Any]) -> str:
     parts = [
-        f"{TASK_TITLES[results['task']]} {metric_title(results)} on the `{results['split']}` split, fine-tuned on "
+        f"{TASK_TITLES[results['task']]} {metric_title(results)} on `{results.get('eval_rows', results['split'])}` "
+        f"({_rows_used(results)}), fine-tuned on "
         f"`{results['train_language']}` only (other languages are zero-shot). The chosen threshold per language "
         f"is the largest FLOPs saving within {100 * results['max_drop']:.2f} points of full depth; the global "
         f"threshold keeps every language within that.",
@@ -236,6 +241,12 @@ def _results_section(card: EarlyExitCardData, results: Mapping[str, Any]) -> str
     ]
     parts += [f"![{Path(plot).stem}]({plot})" for plot in card.plot_files.get(results["task"], [])]
     return "\n\n".join(parts)
+
+
+def _rows_used(results: Mapping[str, Any]) -> str:
+    counts = sorted({entry["num_examples"] for entry in results["languages"].values()})
+    shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{shown} rows per language"
 
 
 def _summary(card: EarlyExitCardData) -> str:

@@ -170,3 +170,19 @@ def test_the_model_is_saved_even_when_the_results_check_fails(plain_model, tmp_p
     with pytest.raises(ValueError, match="is invalid"):
         _run_xnli(plain_model, tmp_path / "out")
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, "validation"),
+        ({"max_eval_samples": 48}, "validation[:48]"),
+        ({"train_split": "validation", "holdout": 490}, "validation[-490:]"),
+        ({"train_split": "validation", "holdout": 490, "max_eval_samples": 48}, "validation[-490:-442]"),
+        ({"train_split": "dev", "holdout": 40, "max_eval_samples": 48}, "validation[-40:]"),
+    ],
+)
+def test_the_rows_evaluated_are_recorded_as_a_split_slice(kwargs, expected):
+    from hf_earlyexit.finetune import eval_rows_slice
+
+    assert eval_rows_slice(TaskDataArguments(**kwargs)) == expected

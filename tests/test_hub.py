@@ -387,3 +387,20 @@ def test_full_evaluation_flow_on_real_wikiann(tmp_path, shared_data):
         api.uploaded
     )
     assert any(name.endswith(".py") for name in api.uploaded)  # the remote code travels with the weights
+
+
+def test_card_qualifies_the_rows_evaluated_and_gives_the_usage_code_a_namespace(tmp_path):
+    folder = tmp_path / "card"
+    folder.mkdir()
+    results = {**make_results(), "eval_rows": "validation[-490:-442]"}
+    text = render_model_card(
+        EarlyExitCardData(model_name="tiny-xnli", results=[results], base_model="FacebookAI/xlm-roberta-base")
+    )
+    card = ModelCard(text)
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation[-490:-442]"}
+    assert "on `validation[-490:-442]` (100 rows per language)" in text
+    assert card.data.base_model == "FacebookAI/xlm-roberta-base"
+    # no hub_model_id: a bare name would not load from the Hub
+    assert 'from_pretrained("your-username/tiny-xnli"' in text and 'from_pretrained("tiny-xnli"' not in text
+    with_repo = render_model_card(EarlyExitCardData(model_name="x", results=[results], repo_id="someone/x"))
+    assert 'from_pretrained("someone/x"' in with_repo

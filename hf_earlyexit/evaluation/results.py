@@ -50,6 +50,7 @@ def build_results(
     split: str = "validation",
     train_language: str = "en",
     random_weights: bool = False,
+    eval_rows: str | None = None,
 ) -> dict[str, Any]:
     """Assemble results.json from the sweep (`sweep_language` per language, `choose_global_threshold`), the
     efficiency measurement (`measure_efficiency`) and `model_info`; validates before returning."""
@@ -59,6 +60,7 @@ def build_results(
         "task": task,
         "metric": TASK_METRICS[task],
         "split": split,
+        "eval_rows": split if eval_rows is None else eval_rows,
         "random_weights": bool(random_weights),
         "model": dict(model_info),
         "seq_len": int(seq_len),
@@ -108,6 +110,8 @@ def validate_results(results: Any) -> None:
     expected_metric = TASK_METRICS[results["task"]]
     _require(results.get("metric") == expected_metric, "metric", results.get("metric"), repr(expected_metric))
     _check_type(results, "split", str, "results")
+    if "eval_rows" in results:  # absent in results.json files written before it existed
+        _check_type(results, "eval_rows", str, "results")
     _check_type(results, "random_weights", bool, "results")
     _check_type(results, "train_language", str, "results")
     _check_positive_int(results, "seq_len", "results")
