@@ -24,7 +24,7 @@ from .data.resume import StreamCheckpointCallback
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.layer_maps import resolve_layer_map
 from .distillation.student_init import compact_student, student_from_teacher_layers
-from .hub import push_finished_folder, take_push_settings
+from .hub import DISTILLATION_IGNORE_PATTERNS, push_finished_folder, take_push_settings
 from .run_outputs import prepare_output_dir
 
 logger = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def run_distillation(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
     )
     if hub.push:
-        summary["push_error"] = push_finished_folder(output_dir, hub)
+        summary["push_error"] = push_finished_folder(output_dir, hub, DISTILLATION_IGNORE_PATTERNS)
     return summary
 
 

@@ -37,6 +37,8 @@ CARD_FILENAME = "README.md"
 YOUR_NAMESPACE = "your-username"
 # The Trainer's own convention for what not to push: its resumable checkpoints and private scratch files.
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "_*")
+# run_distil's per-partition evaluations (partition-k/eval-xnli/): fine-tuned models of their own, not the student.
+DISTILLATION_IGNORE_PATTERNS = (*DEFAULT_IGNORE_PATTERNS, "partition-*/eval-*")
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +379,13 @@ class HubPushError(RuntimeError):
     """The push failed; the message says where the files are and the command to push them later."""
 
 
-def push_command(repo_id: str, output_dir: str | Path, private: bool | None = None, revision: str | None = None) -> str:
+def push_command(
+    repo_id: str,
+    output_dir: str | Path,
+    private: bool | None = None,
+    revision: str | None = None,
+    ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS,
+) -> str:
     """The `hf` CLI command (huggingface_hub >= 1.0) that uploads the folder later; it reads the token from
     `hf auth login` or HF_TOKEN, never from the command line."""
     parts = ["hf", "upload", repo_id, str(output_dir), "."]
@@ -385,7 +393,7 @@ def push_command(repo_id: str, output_dir: str | Path, private: bool | None = No
         parts.append("--private")
     if revision:
         parts += ["--revision", revision]
-    for pattern in DEFAULT_IGNORE_PATTERNS:
+    for pattern in ignore_patterns:
         parts += ["--exclude", pattern]
     return shlex.join(parts)
 
@@ -433,7 +441,7 @@ def push_to_hub(
         reason = reason.splitlines()[0] if reason else type(error).__name__
         message = (
             f"push to {repo_id} failed ({reason}); everything is saved in {output_dir}; push it later with: "
-            f"{push_command(repo_id, output_dir, private, revision)}"
+            f"{push_command(repo_id, output_dir, private, revision, ignore_patterns)}"
         )
         raise HubPushError(message) from None
 
@@ -464,9 +472,12 @@ def take_push_settings(args) -> PushSettings:
     return settings
 
 
-def push_finished_folder(output_dir: str | Path, settings: PushSettings) -> str | None:
-    """Push ``output_dir`` to ``settings.repo_id`` (default: the folder's name); on failure log and return the
-    one-line ``HubPushError`` message (everything stays saved; it says how to push later), else None."""
+def push_finished_folder(
+    output_dir: str | Path, settings: PushSettings, ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS
+) -> str | None:
+    """Push ``output_dir`` to ``settings.repo_id`` (default: the folder's name), without ``ignore_patterns``; on
+    failure log and return the one-line ``HubPushError`` message (everything stays saved; it says how to push
+    later), else None."""
     output_dir = Path(output_dir)
     try:
         push_to_hub(
@@ -475,6 +486,7 @@ def push_finished_folder(output_dir: str | Path, settings: PushSettings) -> str 
             token=settings.token,
             private=settings.private,
             revision=settings.revision,
+            ignore_patterns=ignore_patterns,
         )
     except HubPushError as error:
         logger.error("%s", error)

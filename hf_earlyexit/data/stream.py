@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets.iterable_dataset import _BaseExamplesIterable
 
+from .textfiles import TEXT_ENCODING
+
 CHUNK_ROWS = 4096  # languages drawn per RNG call; any value gives the same distribution, not the same stream
 READ_CHARS = 1 << 14  # read-ahead per language: a partition starting at a file's start reads little past its end
 PARQUET_BATCH_ROWS = 1 << 16
@@ -240,8 +242,8 @@ def _open_text(url: str):
     # Universal newlines, as the "text" builder and count_lines read them; fsspec only where it is needed (its
     # open costs about as much as reading a short file).
     if "://" in url or url.endswith(COMPRESSIONS):
-        return fsspec.open(url, "rt", encoding="utf-8", newline=None, compression="infer")
-    return open(url, encoding="utf-8", newline=None)
+        return fsspec.open(url, "rt", encoding=TEXT_ENCODING, newline=None, compression="infer")
+    return open(url, encoding=TEXT_ENCODING, newline=None)
 
 
 def _json_record_chunks(url: str) -> Iterator[list[dict]]:
