@@ -602,3 +602,26 @@ def test_stream_states_are_counted_over_every_pass():
     resumed = ResumableStream(Dataset.from_dict({"x": list(range(6))}).to_iterable_dataset())
     resumed.load_state_dict(state)
     assert state["epoch"] == 1 and [row["x"] for row in resumed] == [2, 3, 4, 5]
+
+
+def test_a_single_long_line_is_read_in_linear_time(tmp_path, monkeypatch):
+    import time
+
+    import hf_earlyexit.data.stream as stream
+
+    monkeypatch.setattr(stream, "READ_CHARS", 256)  # many reads per line: re-joining the line each read shows up
+
+    def cpu_seconds(chars: int) -> float:
+        path = tmp_path / f"{chars}.txt"
+        path.write_text("x" * chars + "\nlast\n")
+        best = math.inf
+        for _ in range(3):
+            start = time.process_time()
+            lines = [line for chunk in stream._text_line_chunks(str(path)) for line in chunk]
+            best = min(best, time.process_time() - start)
+        assert lines == ["x" * chars, "last"]
+        return best
+
+    small, large = cpu_seconds(200_000), cpu_seconds(800_000)
+    # 4x the length: about 4x the time when linear, 16x when quadratic (a one-line JSON array of 24 MB took 11 s)
+    assert large < 8 * max(small, 1e-3), (small, large)

@@ -229,13 +229,18 @@ def _file_chunks(corpus_file, lang: str) -> Iterator[list[str]]:
 def _text_line_chunks(url: str) -> Iterator[list[str]]:
     """Lines as `count_lines` counts them: universal newlines, a last line without newline counts."""
     with _open_text(url) as handle:
-        pending = ""
+        # The unfinished line as pieces, joined once its newline arrives: re-joining it on every read would copy a
+        # long line (a one-line JSON array) once per read, quadratic in its length.
+        pending: list[str] = []
         while chunk := handle.read(READ_CHARS):
-            lines = (pending + chunk).split("\n")
-            pending = lines.pop()
+            if "\n" not in chunk:
+                pending.append(chunk)
+                continue
+            lines = ("".join(pending) + chunk).split("\n")
+            pending = [lines.pop()]
             yield lines
-        if pending:
-            yield [pending]
+        if rest := "".join(pending):
+            yield [rest]
 
 
 def _open_text(url: str):
