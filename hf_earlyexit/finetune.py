@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoTokenizer, DataCollatorForTokenClassification, DataCollatorWithPadding
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    set_seed,
+)
 
+from .cli import check_local_or_hub_id, refusing_bad_input
 from .data.tasks import (
     EVAL_LANGUAGES,
     WIKIANN_TAGS,
@@ -33,11 +41,12 @@ from .data.tasks import (
 from .evaluation.efficiency import describe_model, full_depth_flops, measure_efficiency
 from .evaluation.plots import write_plots
 from .evaluation.report import write_report
-from .evaluation.results import build_results, save_results
+from .evaluation.results import build_results, save_results, validate_distillation
 from .evaluation.sweep import DEFAULT_THRESHOLDS, check_sweepable, evaluate_languages
 from .hub import create_model_card, push_finished_folder, take_push_settings
 from .modeling import EARLY_EXIT_FAMILIES
 from .pipelines import save_pretrained_with_pipeline
+from .run_outputs import prepare_output_dir
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -192,8 +201,8 @@ class SweepArguments:
     def __post_init__(self):
         if self.onnx_export not in (None, "fp32", "int8"):
             raise ValueError(f"onnx_export={self.onnx_export!r}; expected None, 'fp32' or 'int8'")
-        if not self.thresholds or any(t < 0 for t in self.thresholds):
-            raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of values >= 0")
+        if not self.thresholds or any(not 0 <= t < math.inf for t in self.thresholds):
+            raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of finite values >= 0")
         if not 0 <= self.max_drop < 1:
             raise ValueError(f"max_drop={self.max_drop}; expected a fraction in [0, 1)")
         if self.latency_repeats < 1 or self.efficiency_seq_len < 8:
@@ -269,6 +278,18 @@ def _refuse_shared_files(task: str, data_args: TaskDataArguments, languages) -> 
         )
 
 
+def eval_rows_slice(data_args: TaskDataArguments) -> str:
+    """The evaluated rows of each language in `datasets` split-slice notation: `validation[-490:]` for a holdout,
+    `validation[:48]` for max_eval_samples, `validation[-490:-442]` for both (the first 48 of the last 490)."""
+    start = -data_args.holdout if data_args.train_split == data_args.eval_split else None
+    stop = data_args.max_eval_samples
+    if stop is not None and start is not None:
+        stop = start + stop if start + stop < 0 else None
+    if start is None and stop is None:
+        return data_args.eval_split
+    return f"{data_args.eval_split}[{'' if start is None else start}:{'' if stop is None else stop}]"
+
+
 def load_task_data(task: str, data_args: TaskDataArguments):
     """(train dataset, {lang: eval dataset}) as raw rows; every file problem surfaces here, before any model."""
     spec = TASKS[task]
@@ -310,41 +331,54 @@ def run_task(
 ) -> dict[str, Any] | None:
     """Train, evaluate and write everything into ``training_args.output_dir``; returns results.json's content
     (None on processes other than the main one)."""
-    spec = TASKS[task]
-    if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
-        raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
-    if spec["token_level"] and model_args.pooling not in (None, "first"):
-        raise ValueError(f"pooling={model_args.pooling!r}; {task} classifies each token, so there is nothing to pool")
-    train_raw, eval_raw = load_task_data(task, data_args)
-    distillation = None
-    if sweep_args.distillation_summary:
-        distillation = json.loads(Path(sweep_args.distillation_summary).read_text(encoding="utf-8"))
+    # Everything up to the trainer is set-up: bad input there is refused in one line, before any training.
+    with refusing_bad_input(f"run_{task}"):
+        check_local_or_hub_id("model_name_or_path", model_args.model_name_or_path)
+        check_local_or_hub_id("tokenizer_name_or_path", model_args.tokenizer_name_or_path)
+        prepare_output_dir(training_args)
+        spec = TASKS[task]
+        if not spec["token_level"] and model_args.exit_granularity not in (None, "sequence"):
+            raise ValueError(f"exit_granularity={model_args.exit_granularity!r}; {task} classifies whole sequences")
+        if spec["token_level"] and model_args.pooling not in (None, "first"):
+            raise ValueError(
+                f"pooling={model_args.pooling!r}; {task} classifies each token, so there is nothing to pool"
+            )
+        train_raw, eval_raw = load_task_data(task, data_args)
+        distillation = None
+        if sweep_args.distillation_summary:
+            distillation = json.loads(Path(sweep_args.distillation_summary).read_text(encoding="utf-8"))
+            try:
+                validate_distillation(distillation)  # now, not in results validation after training
+            except ValueError as error:
+                raise ValueError(f"distillation_summary={sweep_args.distillation_summary!r}: {error}") from None
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
-    model = load_early_exit_model(
-        model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
-    )
-    if model_args.freeze_word_embeddings:
-        # Before the trainer is built: the trainer and its exit modes only ever switch what was trainable then.
-        model.get_input_embeddings().weight.requires_grad_(False)
-    check_sweepable(model.config)  # before any training: the run ends with a threshold sweep
-    max_length = data_args.max_seq_length
-    train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
-    eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)
-    collator = (
-        DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
-    )
+        tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.model_name_or_path)
+        # Seeded before the new heads are initialised: the Trainer seeds only when it is built, after the model.
+        set_seed(training_args.seed)
+        model = load_early_exit_model(
+            model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
+        )
+        if model_args.freeze_word_embeddings:
+            # Before the trainer is built: the trainer and its exit modes only ever switch what was trainable then.
+            model.get_input_embeddings().weight.requires_grad_(False)
+        check_sweepable(model.config)  # before any training: the run ends with a threshold sweep
+        max_length = data_args.max_seq_length
+        train_dataset = spec["tokenize"](train_raw, tokenizer, max_length)
+        eval_datasets = spec["tokenize"](eval_raw, tokenizer, max_length)
+        collator = (
+            DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
+        )
 
-    hub = take_push_settings(training_args)
-    trainer = EarlyExitTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        data_collator=collator,
-        processing_class=tokenizer,
-    )
+        hub = take_push_settings(training_args)
+        trainer = EarlyExitTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_dataset,
+            data_collator=collator,
+            processing_class=tokenizer,
+        )
     if training_args.do_train:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if not trainer.is_world_process_zero():
         return None
 
@@ -361,6 +395,11 @@ def run_task(
         and model.config.exit_granularity == "sequence"
         and sweep_args.compare_token_exit,
     )
+    # Saved before efficiency and results: a check failing there must not throw the trained model away.
+    # The chosen global threshold becomes the saved model's default, so the published model exits as measured.
+    model.config.exit_threshold = chosen_global["threshold"]
+    # Weights, tokenizer, remote code for the model and its pipelines: loads with or without this package.
+    save_pretrained_with_pipeline(model, tokenizer, output_dir)
     efficiency = None
     if sweep_args.measure_efficiency:
         reference = eval_datasets[data_args.eval_languages[0]]
@@ -384,17 +423,16 @@ def run_task(
         split=data_args.eval_split,
         train_language=data_args.train_language,
         random_weights=model_args.random_weights,
+        eval_rows=eval_rows_slice(data_args),
     )
-    # The chosen global threshold becomes the saved model's default, so the published model exits as measured.
-    model.config.exit_threshold = chosen_global["threshold"]
-    # Weights, tokenizer, remote code for the model and its pipelines: loads with or without this package.
-    save_pretrained_with_pipeline(model, tokenizer, output_dir)
     if sweep_args.onnx_export:
         results["deployment"] = export_deployment(model, tokenizer, output_dir, sweep_args.onnx_export)
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)
-    create_model_card(output_dir, results, recipe=distillation, repo_id=hub.repo_id)
+    # A Hub id (not a local folder) is the model this one was fine-tuned from.
+    base_model = None if Path(model_args.model_name_or_path).exists() else model_args.model_name_or_path
+    create_model_card(output_dir, results, recipe=distillation, repo_id=hub.repo_id, base_model=base_model)
     logger.info("wrote model, results.json, report, plots and model card to %s", output_dir)
     if hub.push:
         results["push_error"] = push_finished_folder(output_dir, hub)

@@ -35,8 +35,11 @@ from .evaluation.report import (
 from .evaluation.results import RESULTS_FILENAME, load_results, validate_results
 
 CARD_FILENAME = "README.md"
+YOUR_NAMESPACE = "your-username"
 # The Trainer's own convention for what not to push: its resumable checkpoints and private scratch files.
 DEFAULT_IGNORE_PATTERNS = ("checkpoint-*", "_*")
+# run_distil's per-partition evaluations (partition-k/eval-xnli/): fine-tuned models of their own, not the student.
+DISTILLATION_IGNORE_PATTERNS = (*DEFAULT_IGNORE_PATTERNS, "partition-*/eval-*")
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ class EarlyExitCardData:
                     "dataset_type": task.dataset_id,
                     "dataset_name": f"{task.dataset_title} ({lang})",
                     "dataset_config": lang,
-                    "dataset_split": results["split"],
+                    "dataset_split": results.get("eval_rows", results["split"]),
                     "metric_type": results["metric"],
                 }
                 evals.append(
@@ -201,7 +204,10 @@ class EarlyExitCardData:
 
 def render_model_card(card: EarlyExitCardData) -> str:
     """The card's full text (YAML front matter + markdown); every template placeholder must be filled."""
-    repo = card.repo_id or card.model_name
+    # A repo id without a namespace would not load from the Hub: show where the user's namespace goes.
+    repo = (
+        card.repo_id if card.repo_id and "/" in card.repo_id else f"{YOUR_NAMESPACE}/{card.repo_id or card.model_name}"
+    )
     random = any(results["random_weights"] for results in card.results)
     values = {
         "metadata": card.to_card_data().to_yaml(),
@@ -231,7 +237,8 @@ def _per_task(card: EarlyExitCardData, section) -> str:
 
 def _results_section(card: EarlyExitCardData, results: Mapping[str, Any]) -> str:
     parts = [
-        f"{TASK_TITLES[results['task']]} {metric_title(results)} on the `{results['split']}` split, fine-tuned on "
+        f"{TASK_TITLES[results['task']]} {metric_title(results)} on `{results.get('eval_rows', results['split'])}` "
+        f"({_rows_used(results)}), fine-tuned on "
         f"`{results['train_language']}` only (other languages are zero-shot). The chosen threshold per language "
         f"is the largest FLOPs saving within {100 * results['max_drop']:.2f} points of full depth; the global "
         f"threshold keeps every language within that.",
@@ -239,6 +246,12 @@ def _results_section(card: EarlyExitCardData, results: Mapping[str, Any]) -> str
     ]
     parts += [f"![{Path(plot).stem}]({plot})" for plot in card.plot_files.get(results["task"], [])]
     return "\n\n".join(parts)
+
+
+def _rows_used(results: Mapping[str, Any]) -> str:
+    counts = sorted({entry["num_examples"] for entry in results["languages"].values()})
+    shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{shown} rows per language"
 
 
 def _summary(card: EarlyExitCardData) -> str:
@@ -369,7 +382,13 @@ class HubPushError(RuntimeError):
     """The push failed; the message says where the files are and the command to push them later."""
 
 
-def push_command(repo_id: str, output_dir: str | Path, private: bool | None = None, revision: str | None = None) -> str:
+def push_command(
+    repo_id: str,
+    output_dir: str | Path,
+    private: bool | None = None,
+    revision: str | None = None,
+    ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS,
+) -> str:
     """The `hf` CLI command (huggingface_hub >= 1.0) that uploads the folder later; it reads the token from
     `hf auth login` or HF_TOKEN, never from the command line."""
     parts = ["hf", "upload", repo_id, str(output_dir), "."]
@@ -377,7 +396,7 @@ def push_command(repo_id: str, output_dir: str | Path, private: bool | None = No
         parts.append("--private")
     if revision:
         parts += ["--revision", revision]
-    for pattern in DEFAULT_IGNORE_PATTERNS:
+    for pattern in ignore_patterns:
         parts += ["--exclude", pattern]
     return shlex.join(parts)
 
@@ -425,7 +444,7 @@ def push_to_hub(
         reason = reason.splitlines()[0] if reason else type(error).__name__
         message = (
             f"push to {repo_id} failed ({reason}); everything is saved in {output_dir}; push it later with: "
-            f"{push_command(repo_id, output_dir, private, revision)}"
+            f"{push_command(repo_id, output_dir, private, revision, ignore_patterns)}"
         )
         raise HubPushError(message) from None
 
@@ -456,9 +475,12 @@ def take_push_settings(args) -> PushSettings:
     return settings
 
 
-def push_finished_folder(output_dir: str | Path, settings: PushSettings) -> str | None:
-    """Push ``output_dir`` to ``settings.repo_id`` (default: the folder's name); on failure log and return the
-    one-line ``HubPushError`` message (everything stays saved; it says how to push later), else None."""
+def push_finished_folder(
+    output_dir: str | Path, settings: PushSettings, ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS
+) -> str | None:
+    """Push ``output_dir`` to ``settings.repo_id`` (default: the folder's name), without ``ignore_patterns``; on
+    failure log and return the one-line ``HubPushError`` message (everything stays saved; it says how to push
+    later), else None."""
     output_dir = Path(output_dir)
     try:
         push_to_hub(
@@ -467,6 +489,7 @@ def push_finished_folder(output_dir: str | Path, settings: PushSettings) -> str 
             token=settings.token,
             private=settings.private,
             revision=settings.revision,
+            ignore_patterns=ignore_patterns,
         )
     except HubPushError as error:
         logger.error("%s", error)

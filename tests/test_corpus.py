@@ -350,6 +350,17 @@ def test_streaming_false_holds_the_same_rows(tmp_path):
     assert stored.to_list() == streamed and stored.column_names == ["text", "lang"]
 
 
+def test_streaming_false_reads_a_changed_file_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("old one\nold two\n")
+    before = load_distillation_corpus(str(corpus), num_partitions=1, partition=0, streaming=False)
+    (corpus / "en.txt").write_text("new one\nnew two\n")  # same row count, same size
+    after = load_distillation_corpus(str(corpus), num_partitions=1, partition=0, streaming=False)
+    assert sorted(before["text"]) == ["old one", "old two"] and sorted(after["text"]) == ["new one", "new two"]
+
+
 # --- bad input: one line naming the file (and line) and what was expected ------------------------------------------
 
 
@@ -553,7 +564,7 @@ def test_a_partition_shorter_than_steps_per_partition_is_refused_before_any_mode
     demo_tokenizer.save_pretrained(tmp_path / "tokenizer")
     args = parse_config(
         DISTIL_ARGUMENTS,
-        ["--teacher_name_or_path", str(tmp_path / "no-teacher"), "--tokenizer_name_or_path", str(tmp_path / "tokenizer"),
+        ["--teacher_name_or_path", "nobody/no-teacher", "--tokenizer_name_or_path", str(tmp_path / "tokenizer"),
          "--student_init", "compact", "--corpus", DEMO_CORPUS, "--num_partitions", "2", "--block_size", "32",
          "--per_device_train_batch_size", "4", "--steps_per_partition", "500", "--output_dir", str(tmp_path / "out"),
          "--use_cpu", "true", "--report_to", "none"],
@@ -561,7 +572,7 @@ def test_a_partition_shorter_than_steps_per_partition_is_refused_before_any_mode
     corpus = load_distillation_corpus(DEMO_CORPUS, num_partitions=2, partition=0)
     real = sum(1 for _ in pack_for_mlm(corpus, demo_tokenizer, 32))
     with pytest.raises(ValueError, match=rf"partition 0 packs into {real} blocks of 32 tokens, {real // 4} steps"):
-        run_distillation(*args)  # the teacher folder does not exist: the refusal comes before any model loads
+        run_distillation(*args)  # the teacher is not on this offline machine: the refusal comes before it loads
 
 
 def test_seeded_masks_continue_after_a_resume_instead_of_repeating(demo_tokenizer):
@@ -591,3 +602,26 @@ def test_stream_states_are_counted_over_every_pass():
     resumed = ResumableStream(Dataset.from_dict({"x": list(range(6))}).to_iterable_dataset())
     resumed.load_state_dict(state)
     assert state["epoch"] == 1 and [row["x"] for row in resumed] == [2, 3, 4, 5]
+
+
+def test_a_single_long_line_is_read_in_linear_time(tmp_path, monkeypatch):
+    import time
+
+    import hf_earlyexit.data.stream as stream
+
+    monkeypatch.setattr(stream, "READ_CHARS", 256)  # many reads per line: re-joining the line each read shows up
+
+    def cpu_seconds(chars: int) -> float:
+        path = tmp_path / f"{chars}.txt"
+        path.write_text("x" * chars + "\nlast\n")
+        best = math.inf
+        for _ in range(3):
+            start = time.process_time()
+            lines = [line for chunk in stream._text_line_chunks(str(path)) for line in chunk]
+            best = min(best, time.process_time() - start)
+        assert lines == ["x" * chars, "last"]
+        return best
+
+    small, large = cpu_seconds(200_000), cpu_seconds(800_000)
+    # 4x the length: about 4x the time when linear, 16x when quadratic (a one-line JSON array of 24 MB took 11 s)
+    assert large < 8 * max(small, 1e-3), (small, large)

@@ -387,3 +387,36 @@ def test_full_evaluation_flow_on_real_wikiann(tmp_path, shared_data):
         api.uploaded
     )
     assert any(name.endswith(".py") for name in api.uploaded)  # the remote code travels with the weights
+
+
+def test_card_qualifies_the_rows_evaluated_and_gives_the_usage_code_a_namespace(tmp_path):
+    folder = tmp_path / "card"
+    folder.mkdir()
+    results = {**make_results(), "eval_rows": "validation[-490:-442]"}
+    text = render_model_card(
+        EarlyExitCardData(model_name="tiny-xnli", results=[results], base_model="FacebookAI/xlm-roberta-base")
+    )
+    card = ModelCard(text)
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation[-490:-442]"}
+    assert "on `validation[-490:-442]` (100 rows per language)" in text
+    assert card.data.base_model == "FacebookAI/xlm-roberta-base"
+    # no hub_model_id: a bare name would not load from the Hub
+    assert 'from_pretrained("your-username/tiny-xnli"' in text and 'from_pretrained("tiny-xnli"' not in text
+    with_repo = render_model_card(EarlyExitCardData(model_name="x", results=[results], repo_id="someone/x"))
+    assert 'from_pretrained("someone/x"' in with_repo
+
+
+def test_the_distillation_push_leaves_out_the_per_partition_evaluation_models(tmp_path, monkeypatch):
+    from hf_earlyexit.hub import DISTILLATION_IGNORE_PATTERNS, PushSettings
+
+    folder = saved_folder(tmp_path)
+    (folder / "partition-0" / "eval-xnli").mkdir(parents=True)
+    (folder / "partition-0" / "model.safetensors").write_bytes(b"student after partition 0")
+    (folder / "partition-0" / "eval-xnli" / "model.safetensors").write_bytes(b"a fine-tuned evaluation model")
+    api = RecordingHubApi()
+    monkeypatch.setattr("hf_earlyexit.hub.HfApi", lambda token=None: api)
+    assert push_finished_folder(folder, PushSettings(True, "someone/student"), DISTILLATION_IGNORE_PATTERNS) is None
+    assert "partition-0/model.safetensors" in api.uploaded
+    assert not [name for name in api.uploaded if "/eval-" in name]
+    with pytest.raises(HubPushError, match=r"--exclude 'partition-\*/eval-\*'"):
+        push_to_hub(folder, "someone/student", api=FailingHubApi(), ignore_patterns=DISTILLATION_IGNORE_PATTERNS)

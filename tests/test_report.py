@@ -127,6 +127,19 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
         (lambda r: r["languages"]["en"]["sweep"][0].update(exit_layer_counts=[1, 2]), "exit_layer_counts"),
         (lambda r: r["languages"]["en"]["sweep"].pop(0), "languages.en.sweep[0].threshold"),
         (lambda r: r["distillation"]["partitions"].reverse(), "distillation.partitions[1].partition"),
+        # a chosen row that is not the sweep's row at its threshold
+        (lambda r: r["languages"]["en"]["chosen"].update(metric=0.01), "languages.en.chosen"),
+        # wrong types that used to pass and crash the report and card later
+        (lambda r: r["chosen_global"]["metric_by_language"].update(en="0.8"), "chosen_global.metric_by_language.en"),
+        (
+            lambda r: r["distillation"]["partitions"][0]["tokens_by_language"].update(en="12k"),
+            "distillation.partitions[0].tokens_by_language.en",
+        ),
+        (
+            lambda r: r["distillation"]["partitions"][0]["metric_by_language"].update(en=None),
+            "distillation.partitions[0].metric_by_language.en",
+        ),
+        (lambda r: r["distillation"].update(losses=["mse"]), "distillation.losses"),
     ],
 )
 def test_validate_results_names_the_bad_field_in_one_line(mutate, field):

@@ -196,3 +196,16 @@ def test_local_conll_without_final_blank_line_and_dev_alias(tmp_path):
 def test_bad_arguments(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
         call(tmp_path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_header_or_token(tmp_path):
+    (tmp_path / "en.dev.tsv").write_bytes(b"\xef\xbb\xbfpremise\thypothesis\tlabel\nA.\tB.\tneutral\n")
+    (tmp_path / "en.dev.conll").write_bytes(b"\xef\xbb\xbfObama\tB-PER\nvisited\tO\n\n")
+    assert load_xnli(["en"], "validation", tmp_path)["en"]["premise"] == ["A."]
+    assert load_wikiann(["en"], "validation", tmp_path)["en"]["tokens"] == [["Obama", "visited"]]
+
+
+def test_a_bad_byte_in_a_cr_only_file_is_reported_at_its_line(tmp_path):
+    (tmp_path / "en.dev.conll").write_bytes(b"Obama\tB-PER\rvisited\tO\r\rNairobi\t\xffB-LOC\r")
+    with pytest.raises(ValueError, match=r"en\.dev\.conll:4: not valid UTF-8"):
+        load_wikiann(["en"], "validation", tmp_path)

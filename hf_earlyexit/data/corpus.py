@@ -179,11 +179,26 @@ def load_distillation_corpus(
     )
     if streaming:
         return stream
-    return Dataset.from_generator(_rows_of, gen_kwargs={"stream": stream}, features=CORPUS_FEATURES)
+    # The cache is keyed by the generator's arguments: the files' versions among them, so a changed file (even with
+    # the same row count) is read again instead of served from the cache of its old text.
+    # One string, not a list: `datasets` would shard a list-valued argument and run the generator once per item.
+    versions = repr(sorted({_file_version(f.url) for files in plan.files.values() for f in files}))
+    return Dataset.from_generator(
+        _rows_of, gen_kwargs={"stream": stream, "versions": versions}, features=CORPUS_FEATURES
+    )
 
 
-def _rows_of(stream):
+def _rows_of(stream, versions):
     yield from stream
+
+
+def _file_version(url: str) -> tuple:
+    """(url, size, modification time or content id): what changes when the file does."""
+    if "://" not in url:
+        stat = os.stat(url)
+        return url, stat.st_size, stat.st_mtime_ns
+    info = fsspec.core.url_to_fs(url)[0].info(url)
+    return url, info.get("size"), str(info.get("blob_id") or info.get("ETag") or info.get("mtime") or "")
 
 
 def _check_partition(partition, num_partitions: int) -> int:

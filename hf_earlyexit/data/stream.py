@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets.iterable_dataset import _BaseExamplesIterable
 
+from .textfiles import TEXT_ENCODING
+
 CHUNK_ROWS = 4096  # languages drawn per RNG call; any value gives the same distribution, not the same stream
 READ_CHARS = 1 << 14  # read-ahead per language: a partition starting at a file's start reads little past its end
 PARQUET_BATCH_ROWS = 1 << 16
@@ -227,21 +229,26 @@ def _file_chunks(corpus_file, lang: str) -> Iterator[list[str]]:
 def _text_line_chunks(url: str) -> Iterator[list[str]]:
     """Lines as `count_lines` counts them: universal newlines, a last line without newline counts."""
     with _open_text(url) as handle:
-        pending = ""
+        # The unfinished line as pieces, joined once its newline arrives: re-joining it on every read would copy a
+        # long line (a one-line JSON array) once per read, quadratic in its length.
+        pending: list[str] = []
         while chunk := handle.read(READ_CHARS):
-            lines = (pending + chunk).split("\n")
-            pending = lines.pop()
+            if "\n" not in chunk:
+                pending.append(chunk)
+                continue
+            lines = ("".join(pending) + chunk).split("\n")
+            pending = [lines.pop()]
             yield lines
-        if pending:
-            yield [pending]
+        if rest := "".join(pending):
+            yield [rest]
 
 
 def _open_text(url: str):
     # Universal newlines, as the "text" builder and count_lines read them; fsspec only where it is needed (its
     # open costs about as much as reading a short file).
     if "://" in url or url.endswith(COMPRESSIONS):
-        return fsspec.open(url, "rt", encoding="utf-8", newline=None, compression="infer")
-    return open(url, encoding="utf-8", newline=None)
+        return fsspec.open(url, "rt", encoding=TEXT_ENCODING, newline=None, compression="infer")
+    return open(url, encoding=TEXT_ENCODING, newline=None)
 
 
 def _json_record_chunks(url: str) -> Iterator[list[dict]]:

@@ -7,8 +7,14 @@ import fsspec
 CHUNK_CHARS = 8 << 20
 
 
+# A byte-order mark starts a "UTF-8 with BOM" file (Windows editors): it is not part of the first line's text.
+TEXT_ENCODING = "utf-8-sig"
+
+
 def undecodable_line_error(path: str, raw: bytes, error: UnicodeDecodeError, first_line: int = 1) -> ValueError:
-    line = first_line + raw.count(b"\n", 0, error.start)
+    head = raw[: error.start]
+    # Line breaks as universal newlines count them: \n, \r\n and a lone \r (old Mac files).
+    line = first_line + head.count(b"\n") + head.count(b"\r") - head.count(b"\r\n")
     return ValueError(f"{path}:{line}: not valid UTF-8 ({error.reason} at byte {error.start}); expected UTF-8 text")
 
 
@@ -17,7 +23,7 @@ def read_text(path: str) -> str:
     with fsspec.open(path, "rb", compression="infer") as handle:
         raw = handle.read()
     try:
-        return raw.decode("utf-8")
+        return raw.decode(TEXT_ENCODING)
     except UnicodeDecodeError as error:
         raise undecodable_line_error(path, raw, error) from None
 

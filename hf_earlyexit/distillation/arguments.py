@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..run_outputs import OutputDirArguments
 from .layer_maps import LAYER_MAP_PRESETS, check_layer_map_spec
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
 from .stages import parse_stages
@@ -32,7 +33,7 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 @dataclass
-class DistillationArguments(TrainingArguments):
+class DistillationArguments(TrainingArguments, OutputDirArguments):
     """Arguments of `DistillationTrainer`. Defaults reproduce the thesis recipe: XLM-R Large -> Base with a uniform
     layer map, hidden-state MSE and head-averaged attention KL on every mapped layer, no output loss, 5 corpus
     partitions."""

@@ -50,6 +50,7 @@ def build_results(
     split: str = "validation",
     train_language: str = "en",
     random_weights: bool = False,
+    eval_rows: str | None = None,
 ) -> dict[str, Any]:
     """Assemble results.json from the sweep (`sweep_language` per language, `choose_global_threshold`), the
     efficiency measurement (`measure_efficiency`) and `model_info`; validates before returning."""
@@ -59,6 +60,7 @@ def build_results(
         "task": task,
         "metric": TASK_METRICS[task],
         "split": split,
+        "eval_rows": split if eval_rows is None else eval_rows,
         "random_weights": bool(random_weights),
         "model": dict(model_info),
         "seq_len": int(seq_len),
@@ -108,6 +110,8 @@ def validate_results(results: Any) -> None:
     expected_metric = TASK_METRICS[results["task"]]
     _require(results.get("metric") == expected_metric, "metric", results.get("metric"), repr(expected_metric))
     _check_type(results, "split", str, "results")
+    if "eval_rows" in results:  # absent in results.json files written before it existed
+        _check_type(results, "eval_rows", str, "results")
     _check_type(results, "random_weights", bool, "results")
     _check_type(results, "train_language", str, "results")
     _check_positive_int(results, "seq_len", "results")
@@ -143,7 +147,7 @@ def validate_results(results: Any) -> None:
 
     _validate_chosen_global(results.get("chosen_global"), languages)
     _validate_efficiency(results.get("efficiency"))
-    _validate_distillation(results.get("distillation"))
+    validate_distillation(results.get("distillation"))
 
 
 def _validate_language(lang: str, entry: Any, num_exits: int, task: str, granularity: str) -> None:
@@ -164,6 +168,8 @@ def _validate_language(lang: str, entry: Any, num_exits: int, task: str, granula
         entry["chosen"]["threshold"],
         "one of the sweep's thresholds",
     )
+    same_row = entry["sweep"][thresholds.index(entry["chosen"]["threshold"])]
+    _require(entry["chosen"] == same_row, f"{where}.chosen", entry["chosen"], f"the sweep's row {same_row}")
     if "sweep_token" in entry:
         _require(
             task == "wikiann" and granularity == "sequence",
@@ -212,6 +218,8 @@ def _validate_chosen_global(chosen: Any, languages: Mapping[str, Any]) -> None:
             value,
             f"one number per language {sorted(languages)}",
         )
+        for lang in value:
+            _check_number(value, lang, f"chosen_global.{key}")
 
 
 def _validate_efficiency(efficiency: Any) -> None:
@@ -233,7 +241,8 @@ def _validate_efficiency(efficiency: Any) -> None:
         _check_number(memory, setting, "efficiency.peak_memory_mb", minimum=0.0)
 
 
-def _validate_distillation(distillation: Any) -> None:
+def validate_distillation(distillation: Any) -> None:
+    """results.json's `distillation` record (run_distil's distillation.json), or None."""
     if distillation is None:
         return
     _require(isinstance(distillation, Mapping), "distillation", distillation, "an object or null")
@@ -251,6 +260,25 @@ def _validate_distillation(distillation: Any) -> None:
             _require(part["partition"] > previous, f"{where}.partition", part["partition"], f"> {previous}")
         for key in ("tokens_by_language", "metric_by_language"):
             _require(isinstance(part.get(key), Mapping), f"{where}.{key}", part.get(key), "an object")
+        for lang, tokens in part["tokens_by_language"].items():
+            _require(
+                isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0,
+                f"{where}.tokens_by_language.{lang}",
+                tokens,
+                "a token count >= 0",
+            )
+        for lang in part["metric_by_language"]:
+            _check_number(part["metric_by_language"], lang, f"{where}.metric_by_language", minimum=0.0)
+        if "steps" in part:
+            _check_positive_int(part, "steps", where)
+        if "checkpoint" in part:
+            _check_type(part, "checkpoint", str, where)
+    if distillation.get("corpus") is not None:
+        _check_type(distillation, "corpus", str, "distillation")
+    losses = distillation.get("losses")
+    _require(losses is None or isinstance(losses, Mapping), "distillation.losses", losses, "an object or null")
+    if distillation.get("block_size") is not None:
+        _check_positive_int(distillation, "block_size", "distillation")
 
 
 def _require(ok: Any, field: str, value: Any, expected: Any) -> None:

@@ -17,6 +17,7 @@ Units: metrics are fractions (accuracy, seqeval entity F1); FLOPs are per exampl
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -267,9 +268,9 @@ def _sweep_row(collected: ExitLogits, config, threshold: float, flops: _FlopsTab
 
 def _check_thresholds(thresholds: Iterable[float]) -> list[float]:
     values = sorted({float(t) for t in thresholds} | {0.0})
-    bad = [t for t in values if t < 0 or t != t]
+    bad = [t for t in values if not 0 <= t < math.inf]  # NaN fails both comparisons
     if bad:
-        raise ValueError(f"thresholds {bad} are invalid; expected non-negative numbers")
+        raise ValueError(f"thresholds {bad} are invalid; expected finite non-negative numbers")
     return values
 
 

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..run_outputs import OutputDirArguments
+
 EXIT_TRAINING_MODES = ("joint", "two_stage", "alternating", "self_distillation")
 
 
 @dataclass
-class EarlyExitTrainingArguments(TrainingArguments):
+class EarlyExitTrainingArguments(TrainingArguments, OutputDirArguments):
     """Arguments of `EarlyExitTrainer`; see docs/training_modes.md for what each mode trains and when to use it."""
 
     exit_training_mode: str = field(
