@@ -165,7 +165,11 @@ def test_bad_config_key_and_value_fail_before_any_model_loads(tmp_path, monkeypa
         run_xnli.main([str(DEMO / "xnli.yaml"), "--exit_training_mode", "sideways"])
     with pytest.raises(ValueError, match=r"pooling='mean'; wikiann classifies each token"):
         load_example("run_wikiann").main(
-            [str(DEMO / "wikiann.yaml"), "--pooling", "mean", "--distillation_summary", str(summary)]
+            [
+                str(DEMO / "wikiann.yaml"),
+                *("--model_name_or_path", str(tmp_path), "--output_dir", str(tmp_path / "out")),
+                *("--pooling", "mean", "--distillation_summary", str(summary)),
+            ]
         )
 
 
