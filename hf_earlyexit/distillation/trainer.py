@@ -17,7 +17,7 @@ from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from ..training.component_log import ComponentAverager
+from ..training.component_log import ComponentAverager, accumulated_counts, process_denominators
 from .arguments import DistillationArguments
 from .attention_loss import head_mean_attention_loss, relation_attention_loss
 from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout
@@ -213,22 +213,23 @@ class DistillationTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if batch_samples:
-            per_batch = [item_counts(batch, self.task) for batch in batch_samples]
-            totals = torch.stack(
-                [sum(counts[kind] for counts in per_batch).to(device).float() for kind in ("tokens", "rows", "labels")]
-            )
-            if self.accelerator.num_processes > 1:
-                totals = self.accelerator.reduce(totals, reduction="sum")
-            self._accumulated_counts = dict(zip(("tokens", "rows", "labels"), totals))
+            kinds = ("tokens", "rows", "labels")
+            per_batch = [
+                torch.stack([counts[kind].float() for kind in kinds])
+                for counts in (item_counts(batch, self.task) for batch in batch_samples)
+            ]
+            totals = accumulated_counts(self.accelerator, per_batch, device)
+            self._accumulated_counts = dict(zip(kinds, totals))
         return batch_samples, num_items_in_batch
 
     def _scale(self, component: str, counts: dict[str, torch.Tensor], training: bool):
-        """Share of this micro-batch in the accumulated global batch (x processes: DDP averages gradients)."""
+        """Share of this micro-batch in the accumulated global batch: the component is a mean over the micro-batch's
+        items, so its sum over them divided by the trainers' one denominator (`process_denominators`)."""
         if not training or self._accumulated_counts is None:
             return 1.0
         kind = _COUNT_OF[component]
         total = self._accumulated_counts[kind]
-        return counts[kind].to(total.dtype) * self.accelerator.num_processes / total.clamp_min(1)
+        return counts[kind].to(total.dtype) / process_denominators(total, self.accelerator.num_processes)
 
     def _teacher_targets(self, inputs, plan: ForwardPlan, student_qkv, mask):
         """The teacher's hidden states and logits, and each attention pair's loss.

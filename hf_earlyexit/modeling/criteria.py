@@ -135,6 +135,22 @@ def exits_needing_heads(criterion: str, thresholds: Sequence[float]) -> list[boo
     return intermediate
 
 
+def heads_to_evaluate(criterion: str, thresholds: Sequence[float], forced: bool) -> list[bool]:
+    """Which intermediate exit heads an exit loop (sequence or token) evaluates: every one on the way when exits are
+    forced (so costs stay faithful), else those the criterion needs (``exits_needing_heads``)."""
+    if forced:
+        return [True] * (len(thresholds) - 1)
+    return exits_needing_heads(criterion, thresholds)
+
+
+def keep_rows(stay: torch.Tensor, forced: torch.Tensor | None, state: tuple[torch.Tensor, ...] | None):
+    """The forced layers and criterion state of the rows that stay in an exit loop (either may be None)."""
+    return (
+        forced[stay] if forced is not None else None,
+        tuple(part[stay] for part in state) if state is not None else None,
+    )
+
+
 def check_exit_layers(name: str, layers: torch.Tensor, exit_layers: Sequence[int]) -> None:
     """One-line ValueError naming the values of ``layers`` (any shape) that are not among ``exit_layers``."""
     allowed = torch.tensor(list(exit_layers), dtype=layers.dtype, device=layers.device)

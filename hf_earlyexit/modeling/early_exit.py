@@ -37,7 +37,16 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput, logging
 
 from .configuration_early_exit import exit_loss_weights, fit_exit_layers
-from .criteria import check_exit_layers, exit_step, exits_needing_heads, gather_exits, per_exit_thresholds, select_exits
+from .criteria import (
+    check_exit_layers,
+    exit_step,
+    exits_needing_heads,
+    gather_exits,
+    heads_to_evaluate,
+    keep_rows,
+    per_exit_thresholds,
+    select_exits,
+)
 from .token_exit import forced_token_layers, forward_token_exit
 
 logger = logging.get_logger(__name__)
@@ -403,11 +412,7 @@ class EarlyExitMixin:
         rows = torch.arange(batch, device=hidden.device)  # original row of each running row
         running_mask_2d = attention_mask
         exit_of_layer = {layer: index for index, layer in enumerate(config.exit_layers[:-1])}
-        active = (
-            [True] * len(exit_of_layer)
-            if forced is not None
-            else exits_needing_heads(config.exit_criterion, thresholds)
-        )
+        active = heads_to_evaluate(config.exit_criterion, thresholds, forced is not None)
         state = None
 
         for number, layer in enumerate(backbone.encoder.layer, start=1):
@@ -433,9 +438,8 @@ class EarlyExitMixin:
             if leaving == running:
                 return self._make_output(logits_out, exit_layer_out)
             rows, hidden = rows[stay], hidden[stay]
-            forced = forced[stay] if forced is not None else None
+            forced, state = keep_rows(stay, forced, state)
             real_tokens = real_tokens[stay] if real_tokens is not None else None
-            state = tuple(part[stay] for part in state) if state is not None else None
             layer_mask, running_mask_2d = self._keep_mask_rows(layer_mask, running_mask_2d, stay, running, hidden)
 
         final_logits = self.final_head(self._head_input(hidden, running_mask_2d))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .criteria import check_exit_layers, exits_needing_heads, may_leave, window_leaves
+from .criteria import check_exit_layers, heads_to_evaluate, keep_rows, may_leave, window_leaves
 
 
 @dataclass
@@ -134,9 +134,7 @@ def forward_token_exit(model, inputs, real, thresholds, forced, kwargs):
     logits_out = hidden.new_zeros(batch * seq_len, config.num_labels)
     exit_layer_out = torch.full((batch * seq_len,), config.num_hidden_layers, dtype=torch.long, device=device)
     exit_of_layer = {layer: index for index, layer in enumerate(config.exit_layers[:-1])}
-    needed = (
-        [True] * len(exit_of_layer) if forced is not None else exits_needing_heads(config.exit_criterion, thresholds)
-    )
+    needed = heads_to_evaluate(config.exit_criterion, thresholds, forced is not None)
     eager = config._attn_implementation == "eager"
     window = config.exit_window
 
@@ -177,8 +175,7 @@ def forward_token_exit(model, inputs, real, thresholds, forced, kwargs):
         stay = active.any(dim=1)
         if not bool(stay.all()):
             origin, hidden, active, key_mask = origin[stay], hidden[stay], active[stay], key_mask[stay]
-            forced = forced[stay] if forced is not None else None
-            state = tuple(part[stay] for part in state) if state is not None else None
+            forced, state = keep_rows(stay, forced, state)
         packing = ActiveTokens.of(active)
         states = None
 

@@ -1,8 +1,30 @@
-"""Loss components averaged over a logging interval, across processes: what `Trainer.log` shows as ``loss/<name>``."""
+"""What both trainers share about item counts: the normalisation over the accumulated, global batch, and the loss
+components averaged over a logging interval across processes (what `Trainer.log` shows as ``loss/<name>``).
+
+One convention: a term is a sum over a micro-batch's items divided by `process_denominators` of its kind, the item
+count of the whole accumulated batch over all processes divided by the number of processes (DDP averages gradients
+over processes, so each process's share of the global mean is scaled up by their number).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+
+def accumulated_counts(accelerator, per_batch: Sequence[torch.Tensor], device) -> torch.Tensor:
+    """Item counts (one tensor of kinds per micro-batch) summed over the micro-batches of one optimizer step and over
+    processes; every process must call it (it may reduce)."""
+    totals = torch.stack([counts.to(device).float() for counts in per_batch]).sum(0)
+    if accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals, reduction="sum")
+    return totals
+
+
+def process_denominators(accumulated: torch.Tensor, num_processes: int) -> torch.Tensor:
+    """What a process divides its item sums by (see the module docstring)."""
+    return accumulated.clamp_min(1.0) / num_processes
 
 
 class ComponentAverager:

@@ -16,7 +16,7 @@ from transformers import Trainer
 
 from ..modeling.configuration_early_exit import exit_loss_weights
 from .arguments import EarlyExitTrainingArguments
-from .component_log import ComponentAverager
+from .component_log import ComponentAverager, accumulated_counts, process_denominators
 from .losses import cross_entropy_sum, distillation_kl_sum, joint_cross_entropy_sum
 from .modes import ExitStepPlan, step_plan
 
@@ -159,20 +159,14 @@ class EarlyExitTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if batch_samples:
-            totals = sum(self._item_counts(batch) for batch in batch_samples).to(device)
-            if self.accelerator.num_processes > 1:
-                totals = self.accelerator.reduce(totals, reduction="sum")
-            self._accumulated_counts = totals
+            per_batch = [self._item_counts(batch) for batch in batch_samples]
+            self._accumulated_counts = accumulated_counts(self.accelerator, per_batch, device)
         return batch_samples, num_items_in_batch
 
     def _denominators(self, local_counts: torch.Tensor, training: bool) -> torch.Tensor:
         if training and self._accumulated_counts is not None:
-            # Global count / processes: DDP averages gradients over processes, so each process's share of the
-            # global mean is scaled up by their number.
-            counts = self._accumulated_counts / self.accelerator.num_processes
-        else:
-            counts = local_counts
-        return counts.clamp_min(1.0)
+            return process_denominators(self._accumulated_counts, self.accelerator.num_processes)
+        return local_counts.clamp_min(1.0)
 
     # ---- loss ----
 
