@@ -8,6 +8,7 @@ after the first k + 1 fifths of the data, which is what "how much data is enough
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from .data.resume import StreamCheckpointCallback
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.student_init import compact_student, student_from_teacher_layers
 from .hub import push_finished_folder, take_push_settings
+from .vocab import trim_vocabulary, vocabulary_summary
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,13 @@ class DistilModelArguments:
     compact_hidden_size: int = field(default=256, metadata={"help": "student_init=compact: width"})
     compact_num_attention_heads: int = field(default=4, metadata={"help": "student_init=compact: heads"})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to the teacher's"})
+    trim_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Before distilling, trim teacher and student to the pieces of the distilled partitions, with one "
+            "shared map so their vocabularies stay identical (hf_earlyexit.trim_vocabulary)"
+        },
+    )
 
     def __post_init__(self):
         if self.student_init not in STUDENT_INITS:
@@ -159,6 +168,13 @@ def run_distillation(
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.teacher_name_or_path)
     teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
     student = build_student(model_args, teacher)
+    trimming = None
+    if model_args.trim_vocabulary:
+        before = vocabulary_summary(student, tokenizer)
+        (teacher, student), tokenizer = trim_vocabulary(
+            [teacher, student], tokenizer, itertools.chain(*(texts[p] for p in partitions))
+        )
+        trimming = {"before": before, "after": vocabulary_summary(student, tokenizer)}
 
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
@@ -217,6 +233,8 @@ def run_distillation(
         "block_size": corpus_args.block_size,
         "partitions": [],
     }
+    if trimming is not None:
+        summary["vocabulary_trimming"] = trimming
     if not trainer.is_world_process_zero():
         return summary
     for p in partitions:
