@@ -79,7 +79,9 @@ def six_language_texts(data: Path) -> list[str]:
     """Every sentence of the six evaluation languages in ../shared/data."""
     texts = []
     for lang in EVAL_LANGUAGES:
-        texts += lines(data / "text" / "news" / f"{lang}.txt") + lines(data / "text" / "tatoeba" / f"{TATOEBA_CODES[lang]}.txt")
+        texts += lines(data / "text" / "news" / f"{lang}.txt") + lines(
+            data / "text" / "tatoeba" / f"{TATOEBA_CODES[lang]}.txt"
+        )
         texts += xnli_sentences(data / "xnli" / f"{lang}.dev.tsv")
         for split in ("train", "dev"):
             texts += conll_sentences(data / "panx" / f"{lang}.{split}.conll")

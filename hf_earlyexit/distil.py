@@ -8,6 +8,7 @@ after the first k + 1 fifths of the data, which is what "how much data is enough
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from .distillation.layer_maps import resolve_layer_map
 from .distillation.student_init import compact_student, student_from_teacher_layers
 from .hub import DISTILLATION_IGNORE_PATTERNS, push_finished_folder, take_push_settings
 from .run_outputs import prepare_output_dir
+from .vocab import trim_vocabulary, vocabulary_summary
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,13 @@ class DistilModelArguments:
     compact_hidden_size: int = field(default=256, metadata={"help": "student_init=compact: width"})
     compact_num_attention_heads: int = field(default=4, metadata={"help": "student_init=compact: heads"})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Defaults to the teacher's"})
+    trim_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Before distilling, trim teacher and student to the pieces of the distilled partitions, with one "
+            "shared map so their vocabularies stay identical (hf_earlyexit.trim_vocabulary)"
+        },
+    )
 
     def __post_init__(self):
         if self.student_init not in STUDENT_INITS:
@@ -216,14 +225,25 @@ def run_distillation(
                     f"partition {p} packs into less than one batch of {global_batch} blocks; use less "
                     "batch, a smaller block_size or more data"
                 )
-        # Whole steps per partition, so each export falls exactly at a partition's end.
-        stream = concatenate_datasets([blocks[p].take(steps[p] * global_batch) for p in partitions])
         args.max_steps = sum(steps.values())
         check_layer_maps(model_args, args)
         # Seeded before the student (and its new weights) is built: the Trainer seeds only when it is built.
         set_seed(args.seed)
         teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
         student = build_student(model_args, teacher)
+        trimming = None
+        if model_args.trim_vocabulary:
+            # One map for both models, so their vocabularies stay identical (the trainer refuses mismatched ones).
+            before = vocabulary_summary(student, tokenizer)
+            (teacher, student), tokenizer = trim_vocabulary(
+                [teacher, student], tokenizer, itertools.chain(*(texts[p] for p in partitions))
+            )
+            trimming = {"before": before, "after": vocabulary_summary(student, tokenizer)}
+            # The map was built from these very texts, so they segment as before and the step counts above hold;
+            # only the ids change, hence the blocks are packed again with the trimmed tokenizer.
+            blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
+        # Whole steps per partition, so each export falls exactly at a partition's end.
+        stream = concatenate_datasets([blocks[p].take(steps[p] * global_batch) for p in partitions])
 
         output_dir = Path(args.output_dir)
         partition_dirs = {p: output_dir / f"partition-{p}" for p in partitions}
@@ -266,6 +286,8 @@ def run_distillation(
         "block_size": corpus_args.block_size,
         "partitions": [],
     }
+    if trimming is not None:
+        summary["vocabulary_trimming"] = trimming
     if not trainer.is_world_process_zero():
         return summary
     for p in partitions:

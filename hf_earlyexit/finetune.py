@@ -9,9 +9,11 @@ markdown report, plots and the model card into ``output_dir`` and push it when a
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from transformers import (
 )
 
 from .cli import check_local_or_hub_id, refusing_bad_input
+from .data.corpus import load_distillation_corpus
 from .data.tasks import (
     EVAL_LANGUAGES,
     WIKIANN_TAGS,
@@ -48,6 +51,7 @@ from .modeling import EARLY_EXIT_FAMILIES
 from .pipelines import save_pretrained_with_pipeline
 from .run_outputs import prepare_output_dir
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
+from .vocab import trim_vocabulary, vocabulary_summary
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,17 @@ class ModelArguments:
     random_weights: bool = field(
         default=False,
         metadata={"help": "The model descends from random weights (the demo): results are labelled as mechanics"},
+    )
+    trim_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Before fine-tuning, keep only the vocabulary pieces of the task's train and eval texts and of "
+            "trim_corpus (hf_earlyexit.trim_vocabulary; SentencePiece-Unigram tokenizers such as XLM-R's)"
+        },
+    )
+    trim_corpus: list[str] | None = field(
+        default=None,
+        metadata={"help": "More text for the trimming map: corpus sources as load_distillation_corpus reads them"},
     )
 
     def exit_overrides(self) -> dict[str, Any]:
@@ -246,6 +261,24 @@ def load_early_exit_model(name_or_path: str, token_level: bool, labels, exit_ove
     return model_class.from_pretrained(name_or_path, config=config)
 
 
+def task_texts(*datasets) -> Iterator[str]:
+    """The raw text of XNLI rows (premise, hypothesis) or WikiANN rows (tokens joined by spaces)."""
+    for dataset in datasets:
+        if "tokens" in dataset.column_names:
+            yield from (" ".join(tokens) for tokens in dataset["tokens"])
+        else:
+            yield from (text for pair in zip(dataset["premise"], dataset["hypothesis"]) for text in pair)
+
+
+def trim_for_task(model, tokenizer, train_raw, eval_raw: dict, corpora: list[str] | None):
+    """trim_vocabulary on the task's own text (and `corpora`); returns (model, tokenizer, before/after summary)."""
+    texts = [task_texts(train_raw, *eval_raw.values())]
+    texts += [load_distillation_corpus(source, num_partitions=1, partition=0) for source in corpora or []]
+    before = vocabulary_summary(model, tokenizer)
+    model, tokenizer = trim_vocabulary(model, tokenizer, itertools.chain(*texts))
+    return model, tokenizer, {"before": before, "after": vocabulary_summary(model, tokenizer)}
+
+
 def _split_rows(datasets: dict, holdout: int, keep: str):
     """Train on the head, evaluate on the tail, for every language alike."""
     out = {}
@@ -358,6 +391,9 @@ def run_task(
         model = load_early_exit_model(
             model_args.model_name_or_path, spec["token_level"], spec["labels"], model_args.exit_overrides()
         )
+        trimming = None
+        if model_args.trim_vocabulary:
+            model, tokenizer, trimming = trim_for_task(model, tokenizer, train_raw, eval_raw, model_args.trim_corpus)
         if model_args.freeze_word_embeddings:
             # Before the trainer is built: the trainer and its exit modes only ever switch what was trainable then.
             model.get_input_embeddings().weight.requires_grad_(False)
@@ -410,10 +446,13 @@ def run_task(
             seq_len=sweep_args.efficiency_seq_len,
             repeats=sweep_args.latency_repeats,
         )
+    model_info = describe_model(model, model_args.model_name_or_path)
+    if trimming is not None:
+        model_info["vocabulary_trimming"] = trimming
     results = build_results(
         task=task,
         languages=languages,
-        model_info=describe_model(model, model_args.model_name_or_path),
+        model_info=model_info,
         seq_len=sweep_args.efficiency_seq_len,
         full_depth_flops=full_depth_flops(model, sweep_args.efficiency_seq_len),
         max_drop=sweep_args.max_drop,

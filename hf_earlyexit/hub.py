@@ -262,6 +262,17 @@ def _summary(card: EarlyExitCardData) -> str:
         f"{model['exit_layers']} (criterion `{model['exit_criterion']}`, {model['exit_granularity']}-level exits), "
         f"evaluated per language on {tasks} ({', '.join(card.languages)}). Each example leaves at the first exit "
         "where it is confident enough, so easy inputs cost fewer layers."
+    ) + _trimming_sentence(model.get("vocabulary_trimming"))
+
+
+def _trimming_sentence(trimming) -> str:
+    if not trimming:
+        return ""
+    before, after = trimming["before"], trimming["after"]
+    return (
+        f" Its vocabulary was trimmed to the pieces its languages use: {before['vocabulary']:,} -> "
+        f"{after['vocabulary']:,} pieces, {before['parameters'] / 1e6:.1f} M -> {after['parameters'] / 1e6:.1f} M "
+        f"parameters, checkpoint {before['checkpoint_bytes'] / 2**20:.0f} -> {after['checkpoint_bytes'] / 2**20:.0f} MiB."
     )
 
 

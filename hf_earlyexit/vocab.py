@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -42,7 +42,7 @@ ENCODE_BATCH = 1000
 
 
 def trim_vocabulary(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
     tokenizer,
     texts: Iterable[str] | Iterable[Mapping[str, Any]],
     min_count: int = 1,
@@ -51,13 +51,16 @@ def trim_vocabulary(
     """(model, tokenizer) restricted to the pieces `texts` use; see the module docstring for what is kept and why.
 
     `texts`: strings, or rows with a ``"text"`` field (a `datasets.Dataset` / `IterableDataset`, e.g. the stream
-    of `hf_earlyexit.data.load_distillation_corpus` for a language selection). The model is changed in place and
-    returned (with `config.vocab_size` and its special-token ids updated; embedding rows past the tokenizer's last id are dropped); the
-    tokenizer is a new object. Every
-    check runs, and the texts are counted, before either is changed.
+    of `hf_earlyexit.data.load_distillation_corpus` for a language selection). `model` may also be a list of models
+    read by this tokenizer (a teacher and its student): all get the same map, so their vocabularies stay identical,
+    and a list is returned. Models are changed in place and returned (with `config.vocab_size` and the special-token
+    ids updated; embedding rows past the tokenizer's last id are dropped); the tokenizer is a new object. Every check
+    runs, and the texts are counted, before anything is changed.
     """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     state = _unigram_state(tokenizer)
-    _check_embedding_size(model, tokenizer)
+    for each in models:
+        _check_embedding_size(each, tokenizer)
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise ValueError(f"min_count={min_count!r}: expected an integer >= 1")
     vocab = state["model"]["vocab"]
@@ -74,9 +77,21 @@ def trim_vocabulary(
     kept_ids = sorted(kept)
 
     new_tokenizer = _trimmed_tokenizer(tokenizer, state, kept_ids)
-    _gather_vocabulary_rows(model, torch.tensor(kept_ids))
-    _update_config(model.config, tokenizer, new_tokenizer)
-    return model, new_tokenizer
+    for each in models:
+        _gather_vocabulary_rows(each, torch.tensor(kept_ids))
+        _update_config(each.config, tokenizer, new_tokenizer)
+    return (models if isinstance(model, (list, tuple)) else model), new_tokenizer
+
+
+def vocabulary_summary(model: torch.nn.Module, tokenizer) -> dict[str, int]:
+    """Vocabulary size, parameters and checkpoint bytes: the tensor bytes `save_pretrained` writes into
+    model.safetensors (the state dict, tied tensors once; the file adds a small JSON header)."""
+    tensors = {t.data_ptr(): t for t in model.state_dict().values()}
+    return {
+        "vocabulary": len(tokenizer),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "checkpoint_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+    }
 
 
 def count_pieces(tokenizer, texts) -> np.ndarray:

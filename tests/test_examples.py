@@ -265,3 +265,36 @@ def test_train_files_replace_the_train_split_and_a_seeded_eval_subset_keeps_xnli
     assert all(dataset["label"] == evals["en"]["label"] for dataset in evals.values())
     with pytest.raises(ValueError, match=r"train files \[.*missing.tsv'\] do not exist"):
         load_task_data("xnli", TaskDataArguments(data_dir=str(xnli), train_files=[str(xnli / "missing.tsv")]))
+
+
+@pytest.mark.slow
+def test_trim_vocabulary_in_run_distil_and_run_xnli_records_the_sizes_before_and_after(teacher, tmp_path):
+    distilled, out = tmp_path / "distil", tmp_path / "xnli"
+    summary = load_example("run_distil").main(
+        [str(DEMO / "distil.yaml"), "--teacher_name_or_path", str(teacher), "--output_dir", str(distilled),
+         "--block_size", "32", "--disable_tqdm", "true", "--languages", "en", "ru", "--partitions", "0",
+         "--trim_vocabulary", "true"]
+    )  # fmt: skip
+    # Teacher and student got one map (the trainer refuses differing vocabularies, and distillation ran).
+    trimming = summary["vocabulary_trimming"]
+    assert trimming["before"]["vocabulary"] == len(AutoTokenizer.from_pretrained(teacher))
+    assert trimming["after"]["vocabulary"] < trimming["before"]["vocabulary"]
+    assert trimming["after"]["parameters"] < trimming["before"]["parameters"]
+    student = AutoModelForMaskedLM.from_pretrained(distilled)
+    assert student.config.vocab_size == len(AutoTokenizer.from_pretrained(distilled)) == trimming["after"]["vocabulary"]
+
+    results = load_example("run_xnli").main(
+        [str(DEMO / "xnli.yaml"), "--model_name_or_path", str(distilled), "--output_dir", str(out),
+         "--distillation_summary", str(distilled / "distillation.json"), "--num_train_epochs", "1",
+         "--latency_repeats", "1", "--disable_tqdm", "true", "--trim_vocabulary", "true"]
+    )  # fmt: skip
+    sizes = results["model"]["vocabulary_trimming"]
+    assert sizes["before"]["vocabulary"] == trimming["after"]["vocabulary"] > sizes["after"]["vocabulary"]
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == sizes["after"]["vocabulary"]
+    assert len(AutoTokenizer.from_pretrained(out)) == sizes["after"]["vocabulary"]
+    assert results["model"]["parameters"] == sizes["after"]["parameters"]
+    file_bytes = (out / "model.safetensors").stat().st_size
+    assert 0 <= file_bytes - sizes["after"]["checkpoint_bytes"] < 2**16  # the file's JSON header
+    assert f"{sizes['before']['vocabulary']:,}" in (out / "report.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"{sizes['before']['vocabulary']:,} -> {sizes['after']['vocabulary']:,} pieces" in card

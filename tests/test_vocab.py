@@ -290,3 +290,53 @@ def test_bad_input_is_refused_in_one_line_before_anything_changes(case, message,
     after = arguments["model"].state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert arguments["tokenizer"].get_vocab() == vocabulary
+
+
+SIX = ("en", "ru", "hi", "tr", "sw", "ur")
+TATOEBA = {"en": "eng", "ru": "rus", "hi": "hin", "tr": "tur", "sw": "swh", "ur": "urd"}
+
+
+def xnli_dev_sentences(data: Path, lang: str) -> list[str]:
+    rows = [line.split("\t") for line in (data / "xnli" / f"{lang}.dev.tsv").read_text(encoding="utf-8").splitlines()]
+    return [field for row in rows[1:] for field in row[:2]]
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.real_weights
+def test_multilingual_e5_small_trimmed_to_news_and_tatoeba_of_six_languages(e5_small_dir, shared_data):
+    tokenizer = AutoTokenizer.from_pretrained(e5_small_dir)
+    original = XLMRobertaForEarlyExit.from_pretrained(e5_small_dir, num_labels=3).eval()
+    map_texts = [
+        line
+        for lang in SIX
+        for path in (
+            shared_data / "text" / "news" / f"{lang}.txt",
+            shared_data / "text" / "tatoeba" / f"{TATOEBA[lang]}.txt",
+        )
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    model, trimmed = trim_vocabulary(copy.deepcopy(original), tokenizer, map_texts)
+    assert len(tokenizer) == 250_002 and 40_000 < len(trimmed) < 70_000
+    assert model.num_parameters() < 0.45 * original.num_parameters()
+
+    sample = map_texts[::40]
+    assert pieces(trimmed, sample) == pieces(tokenizer, sample)
+    batch = map_texts[:: len(map_texts) // 12][:12]  # spread over the six languages, mixed lengths
+    torch.testing.assert_close(
+        forward(model, trimmed, batch, 0.0).logits, forward(original, tokenizer, batch, 0.0).logits, atol=1e-5, rtol=0
+    )
+    # Held-out text of the same languages (measured 2026-12-02: 81-92 % of XNLI dev sentences tokenised
+    # identically; the rest re-segmented; new <unk> at most 0.12 % of the tokens, Urdu).
+    for lang in SIX:
+        held_out = xnli_dev_sentences(shared_data, lang)
+        before = tokenizer(held_out, add_special_tokens=False)["input_ids"]
+        after = trimmed(held_out, add_special_tokens=False)["input_ids"]
+        identical = sum(
+            tokenizer.convert_ids_to_tokens(a) == trimmed.convert_ids_to_tokens(b) for a, b in zip(before, after)
+        )
+        assert identical / len(held_out) > 0.75, lang
+        new_unk = sum(b.count(trimmed.unk_token_id) for b in after) - sum(
+            a.count(tokenizer.unk_token_id) for a in before
+        )
+        assert new_unk <= 0.002 * sum(map(len, after)), lang

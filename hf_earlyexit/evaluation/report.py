@@ -114,6 +114,19 @@ def efficiency_table(results: Mapping[str, Any]) -> str:
             ],
         )
     ]
+    trimming = model.get("vocabulary_trimming")
+    if trimming is not None:
+        lines.append("\nVocabulary trimmed before fine-tuning (`trim_vocabulary`):\n")
+        lines.append(
+            _table(
+                ["", "vocabulary", "parameters", "checkpoint"],
+                [
+                    [side, f"{trimming[side]['vocabulary']:,}", format_count(trimming[side]["parameters"]),
+                     f"{trimming[side]['checkpoint_bytes'] / 2**20:.1f} MiB"]
+                    for side in ("before", "after")
+                ],
+            )
+        )  # fmt: skip
     if efficiency is None:
         lines.append("\nLatency and memory were not measured.")
         return "\n".join(lines)

@@ -140,6 +140,8 @@ def validate_results(results: Any) -> None:
         model["exit_granularity"] in GRANULARITIES, "model.exit_granularity", model["exit_granularity"], GRANULARITIES
     )
 
+    _validate_trimming(model.get("vocabulary_trimming"))
+
     languages = results.get("languages")
     _require(isinstance(languages, Mapping) and languages, "languages", languages, "a non-empty object")
     for lang, entry in languages.items():
@@ -239,6 +241,18 @@ def _validate_efficiency(efficiency: Any) -> None:
     _require(isinstance(memory, Mapping), "efficiency.peak_memory_mb", memory, "an object")
     for setting in ("full_depth", "chosen"):
         _check_number(memory, setting, "efficiency.peak_memory_mb", minimum=0.0)
+
+
+def _validate_trimming(trimming: Any) -> None:
+    """model.vocabulary_trimming (absent unless trim_vocabulary ran): the same sizes before and after."""
+    if trimming is None:
+        return
+    _require(isinstance(trimming, Mapping), "model.vocabulary_trimming", trimming, "an object or absent")
+    for side in ("before", "after"):
+        entry = trimming.get(side)
+        _require(isinstance(entry, Mapping), f"model.vocabulary_trimming.{side}", entry, "an object")
+        for key in ("vocabulary", "parameters", "checkpoint_bytes"):
+            _check_positive_int(entry, key, f"model.vocabulary_trimming.{side}")
 
 
 def validate_distillation(distillation: Any) -> None:
