@@ -267,6 +267,11 @@ def test_checkpoint_without_exit_heads_is_refused(tokenizer, tmp_path):
     token = XLMRobertaForEarlyExitTokenClassification(tiny_config(XLMRobertaEarlyExitConfig, tokenizer))
     with pytest.raises(ExportError, match="is a token classifier"):
         export_onnx(token, tmp_path / "out", tokenizer=tokenizer)
+    token.save_pretrained(tmp_path / "token")  # would load as a sequence classifier with a fresh final head
+    with pytest.raises(ExportError, match=r"is a token classifier \(XLMRobertaForEarlyExitTokenClassification\)"):
+        export_onnx(tmp_path / "token", tmp_path / "out")
+    with pytest.raises(ExportError, match=r"'.*missing' has no config.json; expected a saved early-exit model"):
+        export_onnx(tmp_path / "missing", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

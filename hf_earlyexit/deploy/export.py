@@ -103,18 +103,27 @@ def resolve_model(model, tokenizer):
     folder = None
     if isinstance(model, (str, os.PathLike)):
         folder = Path(model)
+        if not (folder / "config.json").is_file():
+            raise ExportError(f"checkpoint {str(folder)!r} has no config.json; expected a saved early-exit model folder")
         config = AutoConfig.from_pretrained(folder)
         if getattr(config, "exit_layers", None) is None:
             raise ExportError(
                 f"checkpoint {str(folder)!r} has no exit heads (model_type={config.model_type!r}); expected an "
                 "early-exit checkpoint (fine-tune it with exits first, e.g. examples/run_xnli.py)"
             )
-        model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
-        untrained = sorted(key for key in info["missing_keys"] if key.startswith("exit_heads."))
-        if untrained:
+        if any("TokenClassification" in name for name in config.architectures or []):
             raise ExportError(
-                f"checkpoint {str(folder)!r} has no trained exit heads (missing {untrained[:2]}...); expected an "
-                "early-exit checkpoint with its heads"
+                f"checkpoint {str(folder)!r} is a token classifier ({config.architectures[0]}); the ONNX runner "
+                "serves sequence classification only (one label per input)"
+            )
+        model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+        untrained = sorted(info["missing_keys"])
+        if untrained:
+            # from_pretrained would fill them with fresh random weights: an export of those is never wanted.
+            heads = "exit heads" if all(key.startswith("exit_heads.") for key in untrained) else "weights"
+            raise ExportError(
+                f"checkpoint {str(folder)!r} has no trained {heads} (missing {untrained[:2]}...); expected a "
+                "fine-tuned early-exit sequence classifier"
             )
     elif getattr(model, "name_or_path", None) and Path(model.name_or_path).is_dir():
         folder = Path(model.name_or_path)
