@@ -13,7 +13,8 @@ mmapped, see serve_large_blocks_by_mmap) minus the resident size just before it:
 weights and optimizer state. The vocabulary is reduced to 8000 (the 250k embedding matrices would only add constant memory; the
 LM head runs on masked positions only either way).
 
-    python bench/distill_step.py [--reps 3] [--configs 128x2 512x1] [--threads 1]
+    python bench/distill_step.py [--reps 3] [--configs 128x2 512x1] [--threads 1] [--layers 24 12]
+                                 [--attention-layer-map last]
 """
 
 import argparse
@@ -90,12 +91,13 @@ def make_batch(batch, seq):
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
 
-def make_trainer(teacher, student, output_dir, attention_loss):
+def make_trainer(teacher, student, output_dir, attention_loss, attention_layer_map=None):
     args = DistillationArguments(
         output_dir=output_dir,
         report_to=[],
         use_cpu=True,
         attention_loss=attention_loss,
+        attention_layer_map=attention_layer_map,
         logit_loss="kl",
         hard_label_weight=1.0,
         per_device_train_batch_size=1,
@@ -184,9 +186,9 @@ def eager_maps_step(trainer, inputs):
     return step
 
 
-def run_config(batch, seq, reps, teacher, student, workdir):
+def run_config(batch, seq, reps, teacher, student, workdir, attention_layer_map=None):
     inputs = make_batch(batch, seq)
-    full = make_trainer(teacher, student, f"{workdir}/full", "kl_head_mean")
+    full = make_trainer(teacher, student, f"{workdir}/full", "kl_head_mean", attention_layer_map)
     no_attention = make_trainer(teacher, student, f"{workdir}/noatt", "none")
     student_optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     variants = {
@@ -236,20 +238,35 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--configs", nargs="+", default=["128x2", "512x1"], help="SEQxBATCH")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--layers",
+        nargs=2,
+        type=int,
+        default=[24, 12],
+        metavar=("TEACHER", "STUDENT"),
+        help="depths (fewer for a quick look; the uniform map then pairs every student layer with a teacher layer)",
+    )
+    parser.add_argument(
+        "--attention-layer-map",
+        default=None,
+        help="attention_layer_map of the attention loss, e.g. last (MiniLM: one upper layer); default: the layer map",
+    )
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     serve_large_blocks_by_mmap()
     torch.manual_seed(0)
-    teacher = XLMRobertaForMaskedLM(config(24, 1024, 16))
-    student = XLMRobertaForMaskedLM(config(12, 768, 12))
+    teacher_layers, student_layers = options.layers
+    teacher = XLMRobertaForMaskedLM(config(teacher_layers, 1024, 16))
+    student = XLMRobertaForMaskedLM(config(student_layers, 768, 12))
     print(
-        f"teacher 24x1024x16, student 12x768x12, vocab {VOCAB} (reduced), random weights, "
+        f"teacher {teacher_layers}x1024x16, student {student_layers}x768x12, vocab {VOCAB} (reduced), random weights, "
+        f"attention_layer_map {options.attention_layer_map or 'as layer_map'}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     with tempfile.TemporaryDirectory() as workdir:
         for spec in options.configs:
             seq, batch = (int(x) for x in spec.split("x"))
-            run_config(batch, seq, options.reps, teacher, student, workdir)
+            run_config(batch, seq, options.reps, teacher, student, workdir, options.attention_layer_map)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,19 @@ from .pipelines import (
 )
 from .training import EarlyExitTrainer, EarlyExitTrainingArguments
 from .vocab import trim_vocabulary
-from .weights import WeightsError, multilingual_e5_small
+
+# Loaded on first use: `python -m hf_earlyexit.weights` must find the module not yet imported (runpy warns and runs
+# a second copy otherwise).
+_LAZY = {"WeightsError": ".weights", "multilingual_e5_small": ".weights"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,7 @@ from datasets import concatenate_datasets
 from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainerCallback
 
 from .data.corpus import DEFAULT_CORPUS, load_distillation_corpus
-from .data.packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
+from .data.packing import count_trained_tokens, mlm_data_collator, pack_for_mlm
 from .data.resume import StreamCheckpointCallback
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.student_init import compact_student, student_from_teacher_layers
@@ -84,7 +84,12 @@ class CorpusArguments:
         },
     )
     count_tokens: bool = field(
-        default=True, metadata={"help": "Count tokens per language and partition (a tokenizer pass over the data)"}
+        default=True,
+        metadata={
+            "help": "Before training, count each partition's blocks (steps_per_partition must fit in them) and the "
+            "tokens trained per language (a tokenizer pass over the data). false skips the pass when "
+            "steps_per_partition is set: then nothing checks that a partition holds its steps"
+        },
     )
     eval_task_config: str | None = field(
         default=None,
@@ -157,25 +162,35 @@ def run_distillation(
     texts = {p: load_distillation_corpus(partition=p, **corpus_kwargs) for p in partitions}  # checks every file
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name_or_path or model_args.teacher_name_or_path)
-    teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
-    student = build_student(model_args, teacher)
-
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     blocks = {p: pack_for_mlm(texts[p], tokenizer, corpus_args.block_size) for p in partitions}
-    steps = {}
+    steps, tokens_trained = {}, {}
     for p in partitions:
-        if corpus_args.steps_per_partition is not None:
-            steps[p] = corpus_args.steps_per_partition
-        else:
-            steps[p] = sum(1 for _ in blocks[p]) // global_batch
-            if steps[p] == 0:
+        wanted = corpus_args.steps_per_partition
+        if wanted is None or corpus_args.count_tokens:
+            # One tokenizer pass: the partition's real size in steps, and the tokens of the blocks trained on.
+            available, tokens_trained[p] = count_trained_tokens(
+                texts[p], tokenizer, corpus_args.block_size, global_batch, max_steps=wanted
+            )
+            steps[p] = available // global_batch
+            if wanted is not None and steps[p] < wanted:
                 raise ValueError(
-                    f"partition {p} packs into less than one batch of {global_batch} blocks; use less "
-                    "batch, a smaller block_size or more data"
+                    f"partition {p} packs into {available} blocks of {corpus_args.block_size} tokens, "
+                    f"{steps[p]} steps of {global_batch} blocks; steps_per_partition={wanted} would run into the "
+                    f"next partition: expected steps_per_partition <= {steps[p]} (or unset for one pass)"
                 )
+        else:
+            steps[p], tokens_trained[p] = wanted, {}
+        if steps[p] == 0:
+            raise ValueError(
+                f"partition {p} packs into less than one batch of {global_batch} blocks; use less "
+                "batch, a smaller block_size or more data"
+            )
     # Whole steps per partition, so each export falls exactly at a partition's end.
     stream = concatenate_datasets([blocks[p].take(steps[p] * global_batch) for p in partitions])
     args.max_steps = sum(steps.values())
+    teacher = AutoModelForMaskedLM.from_pretrained(model_args.teacher_name_or_path)
+    student = build_student(model_args, teacher)
 
     output_dir = Path(args.output_dir)
     partition_dirs = {p: output_dir / f"partition-{p}" for p in partitions}
@@ -183,10 +198,11 @@ def run_distillation(
     for p in partitions:
         done += steps[p]
         boundaries[done] = partition_dirs[p]
-    push, hub_model_id, hub_token = take_push_settings(args)
+    hub = take_push_settings(args)
     # Exact, cheap resume: the stream position is saved with every checkpoint and restored directly, so nothing
     # is re-read or skipped (the Trainer's default would replay the stream up to the checkpoint).
-    stream_callback = StreamCheckpointCallback(stream)
+    collator = mlm_data_collator(tokenizer, corpus_args.mlm_probability, seed=args.seed)
+    stream_callback = StreamCheckpointCallback(stream, collator)
     if args.resume_from_checkpoint:
         stream_callback.load_checkpoint(args.resume_from_checkpoint)
         args.ignore_data_skip = True
@@ -196,7 +212,7 @@ def run_distillation(
         args=args,
         callbacks=[stream_callback],
         train_dataset=stream_callback.stream,
-        data_collator=mlm_data_collator(tokenizer, corpus_args.mlm_probability, seed=args.seed),
+        data_collator=collator,
         processing_class=tokenizer,
     )
     trainer.add_callback(PartitionExportCallback(trainer, boundaries))
@@ -224,7 +240,7 @@ def run_distillation(
             "partition": p,
             "steps": steps[p],
             "checkpoint": str(partition_dirs[p]),
-            "tokens_by_language": count_tokens_by_language(texts[p], tokenizer) if corpus_args.count_tokens else {},
+            "tokens_by_language": tokens_trained[p],
             "metric_by_language": {},  # filled below when eval_task_config is set
         }
         summary["partitions"].append(entry)
@@ -237,8 +253,8 @@ def run_distillation(
     (output_dir / "distillation_args.json").write_text(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
     )
-    if push:
-        summary["push_error"] = push_finished_folder(output_dir, hub_model_id, hub_token)
+    if hub.push:
+        summary["push_error"] = push_finished_folder(output_dir, hub)
     return summary
 
 

@@ -23,6 +23,8 @@ from .data.tasks import (
     XNLI_LABELS,
     load_wikiann,
     load_xnli,
+    local_task_file,
+    normalize_split,
     read_wikiann_files,
     read_xnli_files,
     tokenize_and_align_labels,
@@ -122,8 +124,8 @@ class TaskDataArguments:
         },
     )
     eval_languages: list[str] = field(default_factory=lambda: list(EVAL_LANGUAGES), metadata={"help": "Evaluated"})
-    train_split: str = field(default="train", metadata={"help": "train | validation | test"})
-    eval_split: str = field(default="validation", metadata={"help": "train | validation | test"})
+    train_split: str = field(default="train", metadata={"help": "train | validation (= dev) | test"})
+    eval_split: str = field(default="validation", metadata={"help": "train | validation (= dev) | test"})
     holdout: int = field(
         default=500,
         metadata={
@@ -143,6 +145,9 @@ class TaskDataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens"})
 
     def __post_init__(self):
+        # One name per split ("dev" is "validation"), so the same split given two ways is recognised as the same.
+        self.train_split = normalize_split(self.train_split)
+        self.eval_split = normalize_split(self.eval_split)
         for name in ("holdout", "max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -247,6 +252,23 @@ def _truncate(dataset, limit: int | None):
     return dataset if limit is None or len(dataset) <= limit else dataset.select(range(limit))
 
 
+def _refuse_shared_files(task: str, data_args: TaskDataArguments, languages) -> None:
+    """Two split names that read the same local file would train on the evaluation rows."""
+    lang = data_args.train_language
+    if data_args.data_dir is None or data_args.train_split == data_args.eval_split or lang not in languages:
+        return
+    train_file, eval_file = (
+        local_task_file(task, data_args.data_dir, lang, split)
+        for split in (data_args.train_split, data_args.eval_split)
+    )
+    if train_file.samefile(eval_file):
+        raise ValueError(
+            f"train_split={data_args.train_split!r} and eval_split={data_args.eval_split!r} read the same file for "
+            f"{lang!r} ({train_file} is {eval_file}): expected disjoint rows; give both the same split to hold out "
+            "its last `holdout` rows"
+        )
+
+
 def load_task_data(task: str, data_args: TaskDataArguments):
     """(train dataset, {lang: eval dataset}) as raw rows; every file problem surfaces here, before any model."""
     spec = TASKS[task]
@@ -257,6 +279,7 @@ def load_task_data(task: str, data_args: TaskDataArguments):
         train_dataset = spec["read_files"](data_args.train_files).shuffle(seed=0)
     else:
         train = spec["load"]([data_args.train_language], data_args.train_split, data_args.data_dir)
+        _refuse_shared_files(task, data_args, languages)
         if data_args.train_split == data_args.eval_split:
             train = _split_rows(train, data_args.holdout, keep="head")
             evals = _split_rows(evals, data_args.holdout, keep="tail")
@@ -312,7 +335,7 @@ def run_task(
         DataCollatorForTokenClassification(tokenizer) if spec["token_level"] else DataCollatorWithPadding(tokenizer)
     )
 
-    push, hub_model_id, hub_token = take_push_settings(training_args)
+    hub = take_push_settings(training_args)
     trainer = EarlyExitTrainer(
         model=model,
         args=training_args,
@@ -371,8 +394,8 @@ def run_task(
     save_results(results, output_dir)
     plots = write_plots(results, output_dir)
     write_report(results, output_dir, plots)
-    create_model_card(output_dir, results, recipe=distillation, repo_id=hub_model_id)
+    create_model_card(output_dir, results, recipe=distillation, repo_id=hub.repo_id)
     logger.info("wrote model, results.json, report, plots and model card to %s", output_dir)
-    if push:
-        results["push_error"] = push_finished_folder(output_dir, hub_model_id, hub_token)
+    if hub.push:
+        results["push_error"] = push_finished_folder(output_dir, hub)
     return results

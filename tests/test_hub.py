@@ -13,7 +13,15 @@ from test_report import LANGS, make_results
 
 from hf_earlyexit.evaluation.plots import write_plots
 from hf_earlyexit.evaluation.results import save_results
-from hf_earlyexit.hub import EarlyExitCardData, HubPushError, create_model_card, push_to_hub, render_model_card
+from hf_earlyexit.hub import (
+    EarlyExitCardData,
+    HubPushError,
+    create_model_card,
+    push_finished_folder,
+    push_to_hub,
+    render_model_card,
+    take_push_settings,
+)
 
 SECRET = "hf_TESTtokenNEVERshownABC123"
 RECIPE = {
@@ -67,8 +75,13 @@ class RecordingHubApi:
     def create_repo(self, repo_id, token=None, private=None, exist_ok=False, **kwargs):
         self.created.append({"repo_id": repo_id, "private": private, "exist_ok": exist_ok})
 
-    def upload_folder(self, folder_path, repo_id, token=None, commit_message=None, ignore_patterns=None, **kwargs):
-        self.calls.append({"repo_id": repo_id, "commit_message": commit_message})
+    def create_branch(self, repo_id, branch, token=None, exist_ok=False, **kwargs):
+        self.calls.append({"repo_id": repo_id, "branch": branch, "exist_ok": exist_ok})
+
+    def upload_folder(
+        self, folder_path, repo_id, token=None, revision=None, commit_message=None, ignore_patterns=None, **kwargs
+    ):
+        self.calls.append({"repo_id": repo_id, "revision": revision, "commit_message": commit_message})
         root = Path(folder_path)
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
@@ -80,6 +93,15 @@ class RecordingHubApi:
 class FailingHubApi:
     def create_repo(self, *args, **kwargs):
         raise OSError(f"401 Unauthorized for token {SECRET}\nresponse body: invalid credentials")
+
+
+class EchoingTokenHubApi:
+    """Fails with the token huggingface_hub found by itself (HF_TOKEN / `hf auth login`) in the message."""
+
+    def create_repo(self, *args, **kwargs):
+        from huggingface_hub import get_token
+
+        raise OSError(f"403 Forbidden for token {get_token()}")
 
 
 # ---- card ------------------------------------------------------------------------------------------------------
@@ -224,6 +246,51 @@ def test_offline_push_with_the_real_client_fails_cleanly(tmp_path, monkeypatch):
         push_to_hub(folder, "someone/model", token=SECRET, api=HfApi(token=SECRET))
     assert SECRET not in str(error.value) and "hf upload someone/model" in str(error.value)
     assert snapshot(folder) == before
+
+
+def test_push_passes_private_and_revision_through(tmp_path):
+    folder = saved_folder(tmp_path)
+    api = RecordingHubApi()
+    push_to_hub(folder, "someone/model", private=True, revision="v2", api=api)
+    assert api.created == [{"repo_id": "someone/model", "private": True, "exist_ok": True}]
+    assert api.calls[0] == {"repo_id": "someone/model", "branch": "v2", "exist_ok": True}
+    assert api.calls[1]["revision"] == "v2"
+    with pytest.raises(HubPushError) as error:
+        push_to_hub(folder, "someone/model", private=True, revision="v2", api=FailingHubApi())
+    assert "--private --revision v2" in str(error.value)
+
+
+def test_the_run_settings_reach_the_push_and_the_token_no_saved_file(tmp_path, monkeypatch):
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"), push_to_hub=True, hub_model_id="someone/model", hub_token=SECRET,
+        hub_private_repo=True, hub_revision="v2", report_to=[], use_cpu=True,
+    )  # fmt: skip
+    settings = take_push_settings(args)
+    assert (settings.push, settings.repo_id, settings.token) == (True, "someone/model", SECRET)
+    assert (settings.private, settings.revision) == (True, "v2")
+    assert SECRET not in repr(settings)
+    assert args.hub_token is None and args.push_to_hub is False
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    trainer = Trainer(model=BertForSequenceClassification(config), args=args)
+    out = tmp_path / "run"
+    trainer.save_model(str(out))
+    assert (out / "training_args.bin").is_file()
+    for path in out.rglob("*"):  # training_args.bin is a pickle of the arguments, and it is pushed
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+    api = RecordingHubApi()
+    monkeypatch.setattr("hf_earlyexit.hub.HfApi", lambda token=None: api)
+    assert push_finished_folder(out, settings) is None
+    assert api.created[0]["private"] is True and api.calls[-1]["revision"] == "v2"
+
+
+def test_a_token_from_the_environment_never_shows_in_the_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    folder = saved_folder(tmp_path)
+    with pytest.raises(HubPushError) as error:
+        push_to_hub(folder, "someone/model", api=EchoingTokenHubApi())
+    assert SECRET not in str(error.value) and "***" in str(error.value)
 
 
 def test_push_rejects_bad_input_before_any_call(tmp_path):

@@ -35,7 +35,7 @@ from hf_earlyexit.data import load_distillation_corpus
 from hf_earlyexit.data.tokenizer import train_tokenizer
 from hf_earlyexit.pipelines import TEXT_CLASSIFICATION_TASK, TOKEN_CLASSIFICATION_TASK
 
-CORPUS = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo" / "data" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo-tiny" / "data" / "corpus"
 MAP_LANGUAGES = ("en", "ru", "hi")  # the tokenizer knows ten languages; the trimmed one serves these three
 MAP_ROWS = 30  # per language; the rest of each file is held-out text of the same language
 KINDS = {

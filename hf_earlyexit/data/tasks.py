@@ -22,6 +22,7 @@ XNLI_HUB_ID = "facebook/xnli"
 WIKIANN_HUB_ID = "unimelb-nlp/wikiann"
 SPLITS = ("train", "validation", "test")
 LOCAL_SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
+LOCAL_SUFFIXES = {"xnli": "tsv", "wikiann": "conll"}
 LABEL_IGNORE_INDEX = -100  # CrossEntropyLoss's ignore_index
 
 XNLI_FEATURES = Features(
@@ -41,14 +42,22 @@ def load_xnli(languages: str | Iterable[str], split: str, data_dir: str | Path |
     """XNLI per language: columns premise, hypothesis, label (ClassLabel entailment/neutral/contradiction = 0/1/2)."""
     languages = _check_languages(languages, XNLI_LANGUAGES, "XNLI")
     return _load_task(
-        languages, split, data_dir, XNLI_HUB_ID, XNLI_FEATURES, "tsv", lambda path, lang: _read_xnli_tsv(path)
+        languages,
+        split,
+        data_dir,
+        XNLI_HUB_ID,
+        XNLI_FEATURES,
+        LOCAL_SUFFIXES["xnli"],
+        lambda path, lang: _read_xnli_tsv(path),
     )
 
 
 def load_wikiann(languages: str | Iterable[str], split: str, data_dir: str | Path | None = None) -> dict[str, Dataset]:
     """WikiANN per language: columns tokens, ner_tags (List(ClassLabel) over the 7 IOB2 tags), langs, spans."""
     languages = _check_languages(languages, None, "WikiANN")
-    return _load_task(languages, split, data_dir, WIKIANN_HUB_ID, WIKIANN_FEATURES, "conll", _read_conll)
+    return _load_task(
+        languages, split, data_dir, WIKIANN_HUB_ID, WIKIANN_FEATURES, LOCAL_SUFFIXES["wikiann"], _read_conll
+    )
 
 
 def read_xnli_files(paths: Iterable[str | Path]) -> Dataset:
@@ -74,7 +83,7 @@ def _read_files(paths, features: Features, read_local) -> Dataset:
 
 
 def _load_task(languages, split, data_dir, hub_id, features, suffix, read_local) -> dict[str, Dataset]:
-    split = _check_split(split)
+    split = normalize_split(split)
     if data_dir is None:
         return {lang: _from_hub(hub_id, lang, split, features) for lang in languages}
     # Every path checked before any file is parsed.
@@ -129,11 +138,17 @@ def _check_languages(languages, known: tuple[str, ...] | None, task: str) -> lis
     return languages
 
 
-def _check_split(split: str) -> str:
+def normalize_split(split: str) -> str:
+    """The Hub's name of a split ("dev", the local files' name, is "validation"); unknown names are refused."""
     split = "validation" if split == "dev" else split
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)} ('dev' = 'validation')")
     return split
+
+
+def local_task_file(task: str, data_dir: str | Path, lang: str, split: str) -> Path:
+    """The local file `load_xnli` / `load_wikiann` read for a language and split."""
+    return _local_path(data_dir, lang, normalize_split(split), LOCAL_SUFFIXES[task])
 
 
 def _local_path(data_dir: str | Path, lang: str, split: str, suffix: str) -> Path:

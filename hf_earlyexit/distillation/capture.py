@@ -98,7 +98,7 @@ class EncoderCapture:
     """Context manager: while active, forward passes of `model` record the hidden states of `hidden_layers`
     (0 = embedding output) into `.hidden` and the `projections` ("query", "key", "value") of `qkv_layers` into
     `.qkv[layer]` (a dict by projection name). `on_qkv(layer, projections)`, if given, replaces a layer's dict as
-    soon as it is complete: the teacher uses it to keep a reduced target instead of the raw projections."""
+    soon as it is complete: the trainer scores each teacher layer with it at once, so no projections pile up."""
 
     def __init__(
         self,

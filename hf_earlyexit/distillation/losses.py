@@ -7,7 +7,8 @@ extreme values stay finite. The trainer rescales these means to honour gradient 
 Attention losses take log-probabilities of shape (batch, heads, seq, seq); the head counts of student and teacher
 may differ because the head-mean losses compare maps averaged over heads. The relation loss takes the query, key
 and value projections (batch, seq, width) and splits any width into `relation_heads` heads (MiniLMv2), so the
-widths may differ too.
+widths may differ too. The trainer computes these values from captured projections in blocks of query rows
+(`attention_loss`), equal to these functions; they remain the definition and serve maps that a model returns.
 """
 
 import math

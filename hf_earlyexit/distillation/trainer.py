@@ -13,16 +13,16 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from ..training.component_log import ComponentAverager
 from .arguments import DistillationArguments
-from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout, head_mean_log_probs
+from .attention_loss import head_mean_attention_loss, relation_attention_loss
+from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout
 from .layer_maps import resolve_layer_map
-from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES, attention_relation
+from .losses import HIDDEN_LOSSES, LOGIT_LOSSES
 from .module import DistillationModule, StepPlan, model_task, run_model
 from .projections import build_hidden_projections
 from .stages import check_selectors_fit, parse_stages, selected, stage_index_at
@@ -167,7 +167,6 @@ class DistillationTrainer(Trainer):
         self.teacher = teacher.to(device=self.args.device, dtype=dtype)
         self._input_names = [name for name in ENCODER_INPUTS if name in _forward_parameters(student)]
         self._hidden_loss = HIDDEN_LOSSES.get(args.hidden_loss)
-        self._attention_loss = ATTENTION_LOSSES.get(args.attention_loss)
         self._logit_loss = LOGIT_LOSSES.get(args.logit_loss)
         # Parameters a stage may switch on: whatever was trainable when the trainer was built.
         self._trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
@@ -231,46 +230,43 @@ class DistillationTrainer(Trainer):
         total = self._accumulated_counts[kind]
         return counts[kind].to(total.dtype) * self.accelerator.num_processes / total.clamp_min(1)
 
-    @torch.no_grad()
-    def _teacher_targets(self, inputs, plan: StepPlan, mask: torch.Tensor):
-        heads = attention_heads(self.teacher)
-        relation = self.args.attention_loss == "relation"
+    def _teacher_targets(self, inputs, plan: StepPlan, student_qkv, mask):
+        """The teacher's hidden states and logits, and each attention pair's loss.
 
-        def reduce(layer, projections):
-            if relation:
-                return tuple(projections[name] for name in plan.projections)
-            # Keep only the head-averaged map: (batch, 1, seq, seq) instead of every head's.
-            return head_mean_log_probs(projections["query"], projections["key"], heads, mask)
+        The teacher runs after the student, and each mapped teacher layer is scored against the student's captured
+        projections as soon as its own exist: the teacher's projections are dropped at once (neither they nor any
+        (seq, seq) map accumulate over the layers), and the loss carries its gradient from its own pass."""
+        grad_enabled = torch.is_grad_enabled()
+        losses = {}
+
+        def score(layer, projections):
+            target = tuple(projections[name] for name in plan.projections)
+            with torch.set_grad_enabled(grad_enabled):
+                for s, t in self.attention_pairs:
+                    if t == layer:
+                        losses[(s, t)] = self._pair_attention_loss(student_qkv[s], target, mask)
 
         capture = EncoderCapture(
             self.teacher,
             hidden_layers=[t for _, t in plan.hidden_pairs],
             qkv_layers=[t for _, t in self.attention_pairs] if plan.attention_layers else [],
             projections=plan.projections,
-            on_qkv=reduce,
+            on_qkv=score,
         )
-        with capture:
+        with torch.no_grad(), capture:
             logits, _ = run_model(self.teacher, inputs, None, plan.rows, plan.need_logits, False)
-        return capture.hidden, capture.qkv, logits
+        attention = torch.stack([losses[pair] for pair in self.attention_pairs]).mean() if losses else None
+        return capture.hidden, attention, logits
 
-    def _attention_component(self, student_qkv, teacher_qkv, mask):
-        heads = attention_heads(self.student)
-        values = []
-        for s, t in self.attention_pairs:
-            target = teacher_qkv[t]
-            if self.args.attention_loss == "relation":
-
-                def layer_loss(*projections, target=target):
-                    return attention_relation(projections, target, mask, self.args.relation_heads)
-
-            else:
-
-                def layer_loss(query, key, target=target):
-                    return self._attention_loss(head_mean_log_probs(query, key, heads, mask), target, mask)
-
-            # Recomputed in backward: peak memory holds one layer's attention maps, not every mapped layer's.
-            values.append(checkpoint(layer_loss, *student_qkv[s], use_reentrant=False))
-        return torch.stack(values).mean()
+    def _pair_attention_loss(self, student, teacher, mask):
+        # Made in row blocks with the student's gradient in the same pass (attention_loss): no activation
+        # checkpointing is needed to hold one layer's maps at a time, as no map outlives its block.
+        if self.args.attention_loss == "relation":
+            return relation_attention_loss(student, teacher, mask, self.args.relation_heads)
+        kind = self.args.attention_loss.removesuffix("_head_mean")
+        return head_mean_attention_loss(
+            student, teacher, mask, attention_heads(self.student), attention_heads(self.teacher), kind
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stage = self.stages[self.current_stage_index()]
@@ -288,8 +284,8 @@ class DistillationTrainer(Trainer):
             need_ce="ce" in active,
             rows=rows if self.task == "masked_lm" else None,
         )
-        teacher_hidden, teacher_qkv, teacher_logits = self._teacher_targets(encoder_inputs, plan, mask)
         outputs = model(plan=plan, labels=labels, **encoder_inputs)
+        teacher_hidden, attention, teacher_logits = self._teacher_targets(encoder_inputs, plan, outputs["qkv"], mask)
 
         components = {}
         if "hidden" in active:
@@ -297,7 +293,7 @@ class DistillationTrainer(Trainer):
                 [self._hidden_loss(outputs["hidden"][(s, t)], teacher_hidden[t], mask) for s, t in self.hidden_pairs]
             ).mean()
         if "attention" in active:
-            components["attention"] = self._attention_component(outputs["qkv"], teacher_qkv, mask)
+            components["attention"] = attention
         if "logits" in active:
             logits_mask = rows if self.task == "token" else None
             kwargs = {"temperature": self.args.temperature} if self.args.logit_loss == "kl" else {}
