@@ -36,12 +36,8 @@ from hf_earlyexit.deploy.manifest import MANIFEST_NAME  # noqa: E402
 from hf_earlyexit.modeling.criteria import uncertainty  # noqa: E402
 from hf_earlyexit.pipelines import TEXT_CLASSIFICATION_TASK  # noqa: E402
 
-# The offline XNLI fixture (real sentences, six languages); the demo configs folder it lives in may be renamed.
-XNLI_DEMO = next(
-    folder
-    for folder in sorted((REPO_ROOT / "examples" / "configs").glob("demo*/data/xnli"))
-    if (folder / "ur.dev.tsv").is_file()
-)
+# The offline XNLI fixture: real sentences of six languages.
+XNLI_DEMO = REPO_ROOT / "examples" / "configs" / "demo-tiny" / "data" / "xnli"
 LANGUAGES = ("en", "hi", "ru", "sw", "tr", "ur")
 LABELS = ("entailment", "neutral", "contradiction")
 
