@@ -8,6 +8,7 @@ the fp32 graphs matched PyTorch, so a failed export leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -260,7 +261,15 @@ def quantize_int8(graph: Path, recipe: dict | None = None) -> None:
 
     options = dict(INT8_RECIPE if recipe is None else recipe)
     staged = graph.with_name(graph.stem + ".int8.onnx")
-    quantize_dynamic(graph, staged, weight_type=QuantType.QInt8, **options)
+    root = logging.getLogger()
+    level = root.level
+    # The quantizer logs "consider to run pre-processing" on the root logger for every graph; that pre-pass (shape
+    # inference, graph optimisation) is not used here: the session optimises each graph when it loads it.
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        quantize_dynamic(graph, staged, weight_type=QuantType.QInt8, **options)
+    finally:
+        root.setLevel(level)
     os.replace(staged, graph)
 
 
