@@ -36,12 +36,8 @@ from hf_earlyexit.deploy.manifest import MANIFEST_NAME  # noqa: E402
 from hf_earlyexit.modeling.criteria import uncertainty  # noqa: E402
 from hf_earlyexit.pipelines import TEXT_CLASSIFICATION_TASK  # noqa: E402
 
-# The offline XNLI fixture (real sentences, six languages); the demo configs folder it lives in may be renamed.
-XNLI_DEMO = next(
-    folder
-    for folder in sorted((REPO_ROOT / "examples" / "configs").glob("demo*/data/xnli"))
-    if (folder / "ur.dev.tsv").is_file()
-)
+# The offline XNLI fixture: real sentences of six languages.
+XNLI_DEMO = REPO_ROOT / "examples" / "configs" / "demo-tiny" / "data" / "xnli"
 LANGUAGES = ("en", "hi", "ru", "sw", "tr", "ur")
 LABELS = ("entailment", "neutral", "contradiction")
 
@@ -146,17 +142,19 @@ def test_state_dict_sha256_changes_with_any_weight(model):
 
 
 # ------------------------------------------------------------------------------------------------------ runner
-@pytest.mark.parametrize("criterion", ["entropy", "max_prob"])
-def test_fp32_runner_equals_the_pytorch_batched_path_on_six_languages(criterion, model, runner, batch, tokenizer,
-                                                                      tmp_path):
-    if criterion != model.config.exit_criterion:
+@pytest.mark.parametrize(("criterion", "pooling"), [("entropy", "first"), ("max_prob", "first"), ("entropy", "mean")])
+def test_fp32_runner_equals_the_pytorch_batched_path_on_six_languages(criterion, pooling, model, runner, batch,
+                                                                      tokenizer, tmp_path):
+    if (criterion, pooling) != ("entropy", "first"):
         torch.manual_seed(0)
-        model = XLMRobertaForEarlyExit(tiny_config(XLMRobertaEarlyExitConfig, tokenizer, exit_criterion=criterion))
+        model = XLMRobertaForEarlyExit(
+            tiny_config(XLMRobertaEarlyExitConfig, tokenizer, exit_criterion=criterion, pooling=pooling)
+        )
         runner = OnnxEarlyExitRunner(export_onnx(model.eval(), tmp_path / "out", tokenizer=tokenizer), num_threads=1)
     mid = mixing_thresholds(
         model, batch["input_ids"], batch["attention_mask"], score=lambda logits: uncertainty(logits, criterion)
     )
-    assert batch["attention_mask"].float().mean() < 0.9  # really padded
+    assert batch["attention_mask"].float().mean() < 0.9 and runner.manifest["pooling"] == pooling  # really padded
     layers = {threshold: assert_matches_pytorch(model, runner, batch, threshold) for threshold in (0.0, 1.5)}
     assert set(layers[0.0].tolist()) == {4} and set(layers[1.5].tolist()) == {1}
     # the mid thresholds really split the batch over every exit
@@ -265,6 +263,11 @@ def test_checkpoint_without_exit_heads_is_refused(tokenizer, tmp_path):
     token = XLMRobertaForEarlyExitTokenClassification(tiny_config(XLMRobertaEarlyExitConfig, tokenizer))
     with pytest.raises(ExportError, match="is a token classifier"):
         export_onnx(token, tmp_path / "out", tokenizer=tokenizer)
+    token.save_pretrained(tmp_path / "token")  # would load as a sequence classifier with a fresh final head
+    with pytest.raises(ExportError, match=r"is a token classifier \(XLMRobertaForEarlyExitTokenClassification\)"):
+        export_onnx(tmp_path / "token", tmp_path / "out")
+    with pytest.raises(ExportError, match=r"'.*missing' has no config.json; expected a saved early-exit model"):
+        export_onnx(tmp_path / "missing", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -392,22 +395,21 @@ def test_run_task_export_gives_a_deployment_line_in_report_and_card(model, token
 
 # ----------------------------------------------------------------------------------------------- real weights
 @pytest.mark.slow
-def test_real_multilingual_e5_small_runner_equals_pytorch(tmp_path):
-    """The converted real checkpoint (issue 17's multilingual_e5_small), exits after layers 4 and 8 (fresh heads
-    steer where rows leave): fp32 runner exit layers identical and logits within 1e-4 on real sentence pairs of six
-    languages, at 0, a splitting threshold and above 1."""
-    import hf_earlyexit
-
-    if not hasattr(hf_earlyexit, "multilingual_e5_small"):
-        pytest.skip("hf_earlyexit.multilingual_e5_small (issue 17) is not in this tree")
-    folder = hf_earlyexit.multilingual_e5_small()
+@pytest.mark.real_weights
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_real_multilingual_e5_small_runner_equals_pytorch(e5_small_dir, pooling, tmp_path):
+    """The converted real checkpoint, exits after layers 4 and 8 (fresh heads steer where rows leave), both
+    poolings: fp32 runner exit layers identical and logits within 1e-4 on real sentence pairs of six languages, at
+    0, a splitting threshold and above 1."""
     # A wide init of the fresh heads spreads their confidences, so a threshold can split the pairs across exits.
-    config = XLMRobertaEarlyExitConfig.from_pretrained(folder, num_labels=3, exit_layers=[4, 8, 12], initializer_range=0.2)
+    config = XLMRobertaEarlyExitConfig.from_pretrained(
+        e5_small_dir, num_labels=3, exit_layers=[4, 8, 12], initializer_range=0.2, pooling=pooling
+    )
     torch.manual_seed(0)
-    model = XLMRobertaForEarlyExit.from_pretrained(folder, config=config).eval()
+    model = XLMRobertaForEarlyExit.from_pretrained(e5_small_dir, config=config).eval()
     runner = OnnxEarlyExitRunner(export_onnx(model, tmp_path / "e5"), num_threads=1)
     manifest = json.loads((tmp_path / "e5" / MANIFEST_NAME).read_text())
-    assert manifest["validation"]["fp32_max_abs_diff"] <= 1e-4
+    assert manifest["validation"]["fp32_max_abs_diff"] <= 1e-4 and manifest["pooling"] == pooling
     batch = runner.tokenizer([p for p, _ in PAIRS], [h for _, h in PAIRS], padding=True, return_tensors="pt")
     mid = mixing_thresholds(model, batch["input_ids"], batch["attention_mask"])
     assert set(assert_matches_pytorch(model, runner, batch, 0.0).tolist()) == {12}

@@ -107,9 +107,10 @@ class HeadSegment(nn.Module):
 
 
 def head_logits(model, index: int | None, hidden_states, attention_mask):
-    """The logits of the model's exit head ``index`` (or of its final head for ``None``)."""
+    """The logits of the model's exit head ``index`` (or of its final head for ``None``) on what the model's heads
+    read (``config.pooling``: the first token, or the mean over the real tokens of ``attention_mask``)."""
     head = model.final_head if index is None else model.exit_heads[index]
-    return head(hidden_states)
+    return head(model._head_input(hidden_states, attention_mask))
 
 
 def segment_module(model, segment: Segment) -> nn.Module:
