@@ -9,7 +9,7 @@ from hf_earlyexit.cli import ConfigError, parse_config
 from hf_earlyexit.distil import DISTIL_ARGUMENTS
 from hf_earlyexit.finetune import TASK_ARGUMENTS
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "configs" / "demo-tiny"
 
 
 def _parse(tmp_path, text: str, *flags, types=TASK_ARGUMENTS):
@@ -70,7 +70,7 @@ def test_help_shows_each_default(capsys):
     [
         (["--eval_languages", "en", "xx"], r"run_xnli: unknown XNLI language code 'xx'"),
         (["--model_name_or_path", "./no/such/model"], r"model_name_or_path='\./no/such/model' does not exist"),
-        (["--data_dir", "."], r"run_xnli: en\.train\.tsv does not exist"),
+        (["--data_dir", "."], r"run_xnli: en\.(dev|train)\.tsv does not exist: expected \{data_dir\}/\{lang\}\.(dev|train)\.tsv"),
     ],
 )
 def test_bad_task_input_is_one_line_before_any_model_loads(tmp_path, monkeypatch, capsys, flags, message):

@@ -92,7 +92,7 @@ def _run_xnli(model, out, *flags):
     from hf_earlyexit.cli import parse_config
     from hf_earlyexit.finetune import TASK_ARGUMENTS, run_task
 
-    config = REPO / "examples" / "configs" / "demo" / "xnli.yaml"
+    config = REPO / "examples" / "configs" / "demo-tiny" / "xnli.yaml"
     argv = [str(config), "--model_name_or_path", str(model), "--output_dir", str(out), "--distillation_summary",
             "None", "--measure_efficiency", "false", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
             "--thresholds", "0.0", "0.5", "1.01", "--disable_tqdm", "true", *flags]  # fmt: skip
