@@ -43,12 +43,24 @@ echo "teacher: $TEACHER"
 step "2/4 distillation 12 -> 6 layers over 5 partitions of text/news (+ a short XNLI check per partition)"
 $PYTHON examples/run_distil.py "$DEMO/distil.yaml" --teacher_name_or_path "$TEACHER" --output_dir "$OUT/student" \
   --overwrite_output_dir true --eval_task_config "$DEMO/xnli_partition.yaml"
-step "3/4 XNLI: exit fine-tuning on English NLI, zero-shot XNLI dev per language, threshold sweep"
-$PYTHON examples/run_xnli.py "$DEMO/xnli.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/xnli" \
-  --overwrite_output_dir true --distillation_summary "$OUT/student/distillation.json"
-step "4/4 PAN-X: exit fine-tuning on English train, zero-shot PAN-X dev per language, threshold sweep"
-$PYTHON examples/run_wikiann.py "$DEMO/wikiann.yaml" --model_name_or_path "$OUT/student" --output_dir "$OUT/wikiann" \
-  --overwrite_output_dir true --distillation_summary "$OUT/student/distillation.json"
+# Steps 3 and 4 only read the student: they run side by side, one core each (PAN-X's log follows XNLI's).
+threads=$(( OMP_NUM_THREADS > 1 ? OMP_NUM_THREADS / 2 : 1 ))
+step "3+4/4 XNLI (exit fine-tuning on English NLI, zero-shot XNLI dev per language, threshold sweep) beside PAN-X
+     (exit fine-tuning on English train, zero-shot PAN-X dev per language, threshold sweep)"
+mkdir -p "$OUT"
+OMP_NUM_THREADS=$threads $PYTHON examples/run_wikiann.py "$DEMO/wikiann.yaml" --model_name_or_path "$OUT/student" \
+  --output_dir "$OUT/wikiann" --overwrite_output_dir true --distillation_summary "$OUT/student/distillation.json" \
+  > "$OUT/wikiann.log" 2>&1 &
+wikiann_pid=$!
+OMP_NUM_THREADS=$threads $PYTHON examples/run_xnli.py "$DEMO/xnli.yaml" --model_name_or_path "$OUT/student" \
+  --output_dir "$OUT/xnli" --overwrite_output_dir true --distillation_summary "$OUT/student/distillation.json" \
+  || { kill "$wikiann_pid" 2>/dev/null; exit 1; }
+wikiann_status=0
+wait "$wikiann_pid" || wikiann_status=$?
+echo "-- PAN-X log ($OUT/wikiann.log):"
+cat "$OUT/wikiann.log"
+[ "$wikiann_status" -eq 0 ] || { echo "demo: the PAN-X step failed (exit $wikiann_status)"; exit 1; }
+step "summary"
 
 $PYTHON examples/demo_summary.py "$OUT/xnli" "$OUT/wikiann"
 echo "demo finished in $(( $(date +%s) - start )) s"
