@@ -10,7 +10,6 @@ library versions that wrote it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -44,11 +43,11 @@ def require_onnxruntime(what: str) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    # The package's one file hash; imported here, not at module level, so `import hf_earlyexit` (which imports this
+    # module) does not import `weights` eagerly (`python -m hf_earlyexit.weights` must find it not yet imported).
+    from ..weights import sha256_file
+
+    return sha256_file(path)
 
 
 def build_manifest(model, segments: list[Segment], folder: Path, opset: int, quantization, extra: dict) -> dict:
