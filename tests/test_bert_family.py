@@ -155,3 +155,33 @@ def test_bert_tokens_exit_layers_and_logits_do_not_depend_on_other_sequences(win
 @pytest.mark.slow
 def test_bert_token_twin_loads_in_a_clean_process_with_trust_remote_code(tmp_path):
     clean_load("bert", "token", "first", tmp_path)
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_bert_sequence_model_runs_its_pooler_once_per_call_on_every_path(pooling):
+    """The backbone's forward already runs the pooler; the full depth and all exits paths reuse its output for
+    pooling="first" (as ``BertForSequenceClassification`` does: the same numbers, bit for bit); the batched loop runs
+    its own layers, so its final head calls the pooler itself, once."""
+    model = BertForEarlyExit(BertEarlyExitConfig(**{**TINY, "pooling": pooling})).eval()
+    calls = []
+    model.bert.pooler.register_forward_hook(lambda module, args, output: calls.append(args[0].shape))
+    input_ids, token_type_ids, attention_mask = sentence_pairs(pair_lengths(6))
+    inputs = dict(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+    paths = {"full depth": {}, "all exits": {"output_exit_logits": True}, "batched": {"exit_threshold": 1e-9}}
+    outputs = {}
+    with torch.no_grad():
+        for name, call in paths.items():
+            calls.clear()
+            outputs[name] = model(**inputs, **call)
+            # mean pooling: the backbone's own call reads the first token and is spent, the head's reads the mean.
+            wanted = 2 if pooling == "mean" and name != "batched" else 1
+            assert len(calls) == wanted, (name, calls)
+    for name in ("all exits", "batched"):
+        torch.testing.assert_close(outputs[name].logits, outputs["full depth"].logits, atol=1e-5, rtol=0)
+    if pooling == "first":
+        plain = BertForSequenceClassification(BertConfig(**TINY)).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("exit_heads.")})
+        with torch.no_grad():
+            expected = plain(**inputs).logits
+        assert torch.equal(outputs["full depth"].logits, expected)
+        assert torch.equal(outputs["all exits"].logits, expected)

@@ -3,7 +3,8 @@
 A model family plugs in by subclassing one of the task mixins below together with its ``PreTrainedModel`` and
 providing: a backbone at ``base_model_prefix`` with ``.embeddings`` (called with input_ids / token_type_ids /
 position_ids / inputs_embeds) and ``.encoder.layer`` (layers called as ``layer(hidden, mask, **kwargs)``), the
-standard classification head as ``final_head(last_hidden_state)``, and ``self.exit_heads`` built by
+standard classification head as ``final_head(last_hidden_state)`` (and, where the backbone's own forward already
+computes part of it, ``final_logits(backbone_outputs, attention_mask)``), and ``self.exit_heads`` built by
 ``build_exit_heads``. See ``modeling_xlm_roberta_early_exit.py`` and ``modeling_bert_early_exit.py``.
 
 One step decides how examples leave (``_exit_route``: ``full_depth`` in training or when no example can leave,
@@ -194,6 +195,11 @@ class EarlyExitMixin:
     def final_head(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define final_head(last_hidden_state)")
 
+    def final_logits(self, backbone_outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The final head on the backbone's own forward output (full depth and all exits paths). A family whose
+        backbone already computed part of the head (BERT's ``pooler_output``) overrides this to reuse it."""
+        return self.final_head(self._head_input(backbone_outputs.last_hidden_state, attention_mask))
+
     @property
     def num_exit_layers(self) -> int:
         return len(self.config.exit_layers)
@@ -360,7 +366,7 @@ class EarlyExitMixin:
 
     def _forward_full_depth(self, inputs, attention_mask, kwargs):
         outputs = self.base_model(**inputs, attention_mask=attention_mask, return_dict=True, **kwargs)
-        logits = self.final_head(self._head_input(outputs.last_hidden_state, attention_mask))
+        logits = self.final_logits(outputs, attention_mask)
         exit_layer = self._full_depth_layer(logits.shape[0], logits.device)
         return self._make_output(logits, exit_layer, attentions=outputs.attentions)
 
@@ -375,7 +381,7 @@ class EarlyExitMixin:
             head(self._head_input(hidden_states[layer], attention_mask))
             for head, layer in zip(self.exit_heads, config.exit_layers)
         ]
-        exit_logits.append(self.final_head(self._head_input(outputs.last_hidden_state, attention_mask)))
+        exit_logits.append(self.final_logits(outputs, attention_mask))
         return self.output_class(
             logits=exit_logits[-1],
             exit_logits=tuple(exit_logits),

@@ -35,6 +35,15 @@ class BertForEarlyExit(EarlyExitForSequenceClassificationMixin, BertPreTrainedMo
     def final_head(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.bert.pooler(last_hidden_state)))
 
+    def final_logits(self, backbone_outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        # `BertModel`'s forward already ran the pooler on the first token: with pooling="first" that is the head's
+        # input, used as `BertForSequenceClassification` uses it (one pooler call, the same numbers). With
+        # pooling="mean" the pooler must read the mean vector, so it runs again on it; the backbone's call on the
+        # first token (one H×H product per example, ~0.06% of a layer) is then spent for nothing.
+        if self.config.pooling == "first" and backbone_outputs.pooler_output is not None:
+            return self.classifier(self.dropout(backbone_outputs.pooler_output))
+        return super().final_logits(backbone_outputs, attention_mask)
+
 
 class BertForEarlyExitTokenClassification(EarlyExitForTokenClassificationMixin, BertPreTrainedModel):
     """BERT token classifier with per-sequence batched early exit (final head: dropout + linear)."""
