@@ -438,13 +438,14 @@ def run_task(
     save_pretrained_with_pipeline(model, tokenizer, output_dir)
     efficiency = None
     if sweep_args.measure_efficiency:
-        reference = eval_datasets[data_args.eval_languages[0]]
+        # Every evaluated language, drawn by a seeded hash of the tokens (not the first rows of the first one).
         efficiency = measure_efficiency(
             model,
-            [reference[i] for i in range(min(len(reference), 64))],
+            {language: eval_datasets[language] for language in data_args.eval_languages},
             chosen_threshold=chosen_global["threshold"],
             seq_len=sweep_args.efficiency_seq_len,
             repeats=sweep_args.latency_repeats,
+            seed=training_args.seed,
         )
     model_info = describe_model(model, model_args.model_name_or_path)
     if trimming is not None:

@@ -326,7 +326,7 @@ def _limitations(random: bool) -> str:
         "Re-check the threshold table above for your language before changing the default.",
         "- Thresholds were chosen on the evaluation split shown; they are not tuned on held-out test data.",
         "- FLOPs are analytic forward FLOPs (2 x multiply-adds) at each example's real length; latency and memory "
-        "were measured on the device named in the efficiency table and will differ on other hardware.",
+        "were measured on the device and thread count named in the efficiency table and will differ on other hardware.",
         "- Batched early exit saves compute per example; latency gains at batch size 1 depend on how early examples "
         "leave.",
     ]

@@ -6,16 +6,23 @@ import pytest
 import torch
 
 from hf_earlyexit.evaluation.efficiency import (
+    LATENCY_BATCHES,
     count_parameters,
     cpu_peak_bytes,
     describe_model,
     fixed_length_batch,
+    latency_sample,
     measure_efficiency,
     measure_latency_ms,
     measure_peak_memory_mb,
 )
 from hf_earlyexit.evaluation.results import _validate_efficiency
-from hf_earlyexit.modeling import XLMRobertaEarlyExitConfig, XLMRobertaForEarlyExit
+from hf_earlyexit.modeling import (
+    BertEarlyExitConfig,
+    BertForEarlyExit,
+    XLMRobertaEarlyExitConfig,
+    XLMRobertaForEarlyExit,
+)
 
 EXAMPLES = [{"input_ids": [0] + list(range(5, 5 + n)) + [2]} for n in (3, 10, 40)]
 
@@ -137,3 +144,109 @@ def test_token_exit_full_depth_reference_computes_what_the_exit_path_computes_wh
     assert flops["full_depth"] == pytest.approx(flops["chosen"], rel=0.02), flops
     efficiency = measure_efficiency(token_model, EXAMPLES, chosen_threshold=0.5, seq_len=32, warmup=0, repeats=1)
     assert "forced to the last layer" in efficiency["full_depth_reference"]
+
+
+def by_language(languages=("en", "ru", "sw"), rows=20, seed=0, segments=False):
+    """Tokenized examples per language, every one distinct (ids 3..99, lengths 4..30); with `segments`, BERT's
+    token_type_ids (two segments), as a BERT tokenizer gives them for sentence pairs."""
+    generator = torch.Generator().manual_seed(seed)
+    data = {}
+    for language in languages:
+        data[language] = []
+        for _ in range(rows):
+            length = int(torch.randint(4, 31, (1,), generator=generator))
+            ids = torch.randint(3, 100, (length,), generator=generator).tolist()
+            first = length // 2
+            row = {"input_ids": ids}
+            if segments:
+                row["token_type_ids"] = [0] * first + [1] * (length - first)
+            data[language].append(row)
+    return data
+
+
+def shuffled(data, seed=1):
+    """The same rows, each language's in another order, languages in reverse order."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        lang: [rows[i] for i in torch.randperm(len(rows), generator=generator)] for lang, rows in reversed(data.items())
+    }
+
+
+def test_latency_draw_covers_every_language_and_ignores_the_order_of_the_rows():
+    data = by_language()
+    drawn = latency_sample(data, 16)
+    assert {lang for lang, _ in drawn} == set(data)
+    again = latency_sample(shuffled(data), 16)
+    assert [(lang, row["input_ids"]) for lang, row in drawn] == [(lang, row["input_ids"]) for lang, row in again]
+    # the first rows are not what is drawn: the seed decides
+    assert [row["input_ids"] for _, row in drawn[:3]] != [data[lang][0]["input_ids"] for lang in sorted(data)]
+    assert latency_sample(data, 16, seed=1) != drawn
+    assert LATENCY_BATCHES[1] >= 16 and LATENCY_BATCHES[32] >= 2
+    with pytest.raises(ValueError, match="no examples in"):
+        latency_sample({"en": []}, 4)
+
+
+def timed_rows(m, data, **kwargs):
+    """measure_efficiency's results and the rows (input_ids, token_type_ids) of every timed batch-1 forward."""
+    seen = []
+
+    def record(module, args, kwargs_):
+        ids = kwargs_["input_ids"]
+        if ids.shape[0] == 1:
+            types = kwargs_.get("token_type_ids")
+            seen.append((tuple(ids[0].tolist()), None if types is None else tuple(types[0].tolist())))
+
+    handle = m.base_model.embeddings.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        efficiency = measure_efficiency(m, data, chosen_threshold=0.5, seq_len=32, warmup=0, repeats=1, **kwargs)
+    finally:
+        handle.remove()
+    return efficiency, seen
+
+
+def test_measure_efficiency_times_every_language_whatever_the_row_order_and_records_how():
+    m, data = model(), by_language()
+    efficiency, seen = timed_rows(m, data, batches={1: 16, 32: 2})
+    _validate_efficiency(efficiency)
+    timed = efficiency["timed"]
+    assert timed["batch_1"]["batches"] == 16 and sum(timed["batch_1"]["examples_by_language"].values()) == 16
+    assert timed["batch_32"]["batches"] == 2 and sum(timed["batch_32"]["examples_by_language"].values()) == 64
+    for batch in ("batch_1", "batch_32"):
+        assert set(timed[batch]["examples_by_language"]) == set(data), batch
+    assert efficiency["threads"] == torch.get_num_threads() and efficiency["repeats"] == 1
+    assert efficiency["device"] == "cpu" and efficiency["inputs"] == ["input_ids", "attention_mask"]
+    assert len(set(seen)) == 16  # 16 different examples at batch 1, not one
+    _, seen_shuffled = timed_rows(m, shuffled(data), batches={1: 16, 32: 2})
+    assert sorted(seen_shuffled) == sorted(seen)
+
+
+def test_bert_token_type_ids_reach_the_model_in_every_timed_forward():
+    torch.manual_seed(0)
+    config = BertEarlyExitConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        num_labels=3,
+        pad_token_id=0,
+    )
+    data = by_language(rows=8, segments=True)
+    efficiency, seen = timed_rows(BertForEarlyExit(config).eval(), data, batches={1: 4, 32: 1})
+    assert efficiency["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert seen and all(types is not None and 1 in types for _, types in seen)
+    rows = {tuple(row["input_ids"]): row["token_type_ids"] for rows in data.values() for row in rows}
+    for ids, types in seen:
+        length = len(rows[tuple(i for i in ids if i != 0)])
+        assert list(types[:length]) == rows[tuple(ids[:length])] and set(types[length:]) <= {0}
+
+
+def test_fixed_length_batch_pads_token_type_ids_and_refuses_misaligned_ones():
+    rows = [{"input_ids": [5, 6, 7], "token_type_ids": [0, 1, 1]}]
+    batch = fixed_length_batch(rows, 2, 5, 0)
+    assert batch["token_type_ids"].tolist() == [[0, 1, 1, 0, 0]] * 2
+    assert "token_type_ids" not in fixed_length_batch(rows, 2, 5, 0, extra_inputs=())
+    with pytest.raises(ValueError, match="token_type_ids has 2 values for 3 input_ids"):
+        fixed_length_batch([{"input_ids": [5, 6, 7], "token_type_ids": [0, 1]}], 1, 5, 0)

@@ -4,6 +4,12 @@ Inputs have a fixed length (`seq_len` tokens, real examples truncated or padded)
 only in where examples leave. Repetitions of the two settings are interleaved and the median is reported, because
 the machines these run on are shared and noisy.
 
+What is timed does not depend on which rows come first: `latency_sample` draws the examples (seeded, ranked by a
+hash of their tokens, so reordering the evaluation rows draws the same ones) from every evaluated language in turn;
+batch 1 is the mean over `LATENCY_BATCHES[1]` single examples and batch 32 over `LATENCY_BATCHES[32]` batches, each
+repetition timing all of them once. Every model input the tokenized examples carry (BERT's `token_type_ids`) is
+passed on. results.json records the thread count, device, repetitions and what was timed.
+
 Peak memory is the memory the forward pass holds at its worst moment plus the resident weights:
 - CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (weights are on the device, so included).
 - CPU: the profiler's allocator records (`torch.profiler.profile(profile_memory=True)`): every allocation and free
@@ -15,6 +21,8 @@ Peak memory is the memory the forward pass holds at its worst moment plus the re
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import os
 import statistics
 import sys
@@ -31,6 +39,8 @@ from .sweep import is_token_model
 FULL_DEPTH_THRESHOLD = 0.0
 MIB = 2**20
 LATENCY_BATCH_SIZES = (1, 32)
+# How many batches each latency figure averages (batch 1: single examples), drawn across the evaluated languages.
+LATENCY_BATCHES = {1: 16, 32: 4}
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -64,20 +74,74 @@ def full_depth_flops(model, seq_len: int = 128) -> float:
 
 
 def fixed_length_batch(
-    examples: Sequence[Mapping[str, Any]], batch_size: int, seq_len: int, pad_token_id: int
+    examples: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    seq_len: int,
+    pad_token_id: int,
+    extra_inputs: Sequence[str] = ("token_type_ids",),
 ) -> dict[str, torch.Tensor]:
-    """`batch_size` real tokenized examples (cycled if fewer), each truncated or padded to exactly `seq_len`."""
+    """`batch_size` real tokenized examples (cycled if fewer), each truncated or padded to exactly `seq_len`; each
+    of `extra_inputs` that every example carries (one value per token, e.g. BERT's `token_type_ids`) is truncated
+    and zero-padded alongside."""
     if batch_size < 1 or seq_len < 2:
         raise ValueError(f"batch_size={batch_size}, seq_len={seq_len} are invalid; expected >= 1 and >= 2")
     if len(examples) == 0:
         raise ValueError("examples is empty; expected tokenized examples with input_ids")
-    input_ids = torch.full((batch_size, seq_len), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long)
-    for row in range(batch_size):
-        ids = list(examples[row % len(examples)]["input_ids"])[:seq_len]
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    rows = [examples[row % len(examples)] for row in range(batch_size)]
+    names = [name for name in extra_inputs if all(row.get(name) is not None for row in rows)]
+    batch = {
+        "input_ids": torch.full((batch_size, seq_len), pad_token_id, dtype=torch.long),
+        "attention_mask": torch.zeros((batch_size, seq_len), dtype=torch.long),
+        **{name: torch.zeros((batch_size, seq_len), dtype=torch.long) for name in names},
+    }
+    for row, example in enumerate(rows):
+        ids = list(example["input_ids"])[:seq_len]
+        batch["input_ids"][row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        batch["attention_mask"][row, : len(ids)] = 1
+        for name in names:
+            values = list(example[name])
+            if len(values) != len(example["input_ids"]):
+                raise ValueError(
+                    f"{name} has {len(values)} values for {len(example['input_ids'])} input_ids; expected one per token"
+                )
+            batch[name][row, : len(ids)] = torch.tensor(values[:seq_len], dtype=torch.long)
+    return batch
+
+
+def model_inputs(model) -> tuple[str, ...]:
+    """The per-token inputs besides input_ids / attention_mask that `model.forward` takes (token_type_ids, ...)."""
+    parameters = inspect.signature(model.forward).parameters
+    return tuple(name for name in ("token_type_ids", "position_ids") if name in parameters)
+
+
+def _draw_key(example: Mapping[str, Any], seed: int) -> bytes:
+    """A seeded rank that depends on the example's tokens only, never on where it sits in the evaluation set."""
+    tokens = ",".join(str(int(t)) for t in example["input_ids"])
+    return hashlib.blake2b(f"{seed}:{tokens}".encode(), digest_size=16).digest()
+
+
+def latency_sample(
+    examples_by_language: Mapping[str, Sequence[Mapping[str, Any]]], count: int, seed: int = 0
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """`count` (language, example) pairs drawn from every language in turn (languages by name; within one, by the
+    seeded token hash of `_draw_key`), so the draw is the same whatever order the rows or languages come in.
+    Languages with fewer examples run out first; when all have, the draw starts over."""
+    if count < 1:
+        raise ValueError(f"count={count} is invalid; expected >= 1")
+    ranked = {
+        language: sorted(rows, key=lambda example: _draw_key(example, seed))
+        for language, rows in sorted(examples_by_language.items())
+        if len(rows) > 0
+    }
+    if not ranked:
+        raise ValueError(f"no examples in {sorted(examples_by_language)}; expected tokenized examples with input_ids")
+    order = [
+        (language, rows[position])
+        for position in range(max(len(rows) for rows in ranked.values()))
+        for language, rows in ranked.items()
+        if position < len(rows)
+    ]
+    return [order[i % len(order)] for i in range(count)]
 
 
 def packs_real_tokens(model) -> bool:
@@ -107,25 +171,38 @@ def _sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def measure_latency_ms(
-    model, inputs: Mapping[str, torch.Tensor], thresholds: Sequence[float], warmup: int = 2, repeats: int = 10
+    model,
+    inputs: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]],
+    thresholds: Sequence[float],
+    warmup: int = 2,
+    repeats: int = 10,
 ) -> list[float]:
-    """Median wall-clock milliseconds of one forward per threshold, repetitions interleaved across thresholds."""
+    """Wall-clock milliseconds of one forward per threshold: with several batches, each repetition times every
+    batch once per threshold (thresholds interleaved) and takes the mean per batch; the median over repetitions is
+    returned. `warmup` untimed forwards per threshold run on the first batch."""
     if warmup < 0 or repeats < 1:
         raise ValueError(f"warmup={warmup}, repeats={repeats} are invalid; expected warmup >= 0 and repeats >= 1")
+    batches = [inputs] if isinstance(inputs, Mapping) else list(inputs)
+    if not batches:
+        raise ValueError("inputs is empty; expected one batch or a list of batches")
     device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]
     model.eval()
     for _ in range(warmup):
         for threshold in thresholds:
-            _forward(model, inputs, threshold)
+            _forward(model, batches[0], threshold)
     times: list[list[float]] = [[] for _ in thresholds]
     for _ in range(repeats):
-        for index, threshold in enumerate(thresholds):
-            _sync(device)
-            start = time.perf_counter()
-            _forward(model, inputs, threshold)
-            _sync(device)
-            times[index].append((time.perf_counter() - start) * 1000.0)
+        total = [0.0 for _ in thresholds]
+        for batch in batches:
+            for index, threshold in enumerate(thresholds):
+                _sync(device)
+                start = time.perf_counter()
+                _forward(model, batch, threshold)
+                _sync(device)
+                total[index] += (time.perf_counter() - start) * 1000.0
+        for index in range(len(thresholds)):
+            times[index].append(total[index] / len(batches))
     return [statistics.median(samples) for samples in times]
 
 
@@ -189,32 +266,59 @@ def measure_peak_memory_mb(model, inputs: Mapping[str, torch.Tensor], threshold:
 
 def measure_efficiency(
     model,
-    examples: Sequence[Mapping[str, Any]],
+    examples: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]],
     chosen_threshold: float,
     seq_len: int = 128,
     pad_token_id: int | None = None,
     warmup: int = 2,
     repeats: int = 10,
+    batches: Mapping[int, int] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """results.json's `efficiency`: latency at batch 1 and 32 and peak memory (at the largest batch size) for full
-    depth (threshold 0) and `chosen_threshold`, on real examples fixed to `seq_len` tokens."""
+    depth (threshold 0) and `chosen_threshold`, on real examples fixed to `seq_len` tokens.
+
+    `examples`: tokenized examples per evaluated language (a plain sequence counts as one language). `batches`:
+    how many batches each batch size averages (default `LATENCY_BATCHES`), drawn by `latency_sample` with `seed`.
+    """
     if chosen_threshold < 0:
         raise ValueError(f"chosen_threshold={chosen_threshold} is invalid; expected a non-negative threshold")
+    batches = dict(LATENCY_BATCHES if batches is None else batches)
+    if sorted(batches) != sorted(LATENCY_BATCH_SIZES) or any(int(n) < 1 for n in batches.values()):
+        raise ValueError(f"batches={batches} is invalid; expected a count >= 1 for each of {LATENCY_BATCH_SIZES}")
+    by_language = dict(examples) if isinstance(examples, Mapping) else {"all": examples}
     if pad_token_id is None:
         pad_token_id = model.config.pad_token_id
+    extra = model_inputs(model)
     settings = (FULL_DEPTH_THRESHOLD, float(chosen_threshold))
-    latency = {}
+    latency, timed = {}, {}
     for batch_size in LATENCY_BATCH_SIZES:
-        inputs = fixed_length_batch(examples, batch_size, seq_len, pad_token_id)
+        count = batches[batch_size]
+        drawn = latency_sample(by_language, batch_size * count, seed)
+        inputs = [
+            fixed_length_batch([row for _, row in drawn[i : i + batch_size]], batch_size, seq_len, pad_token_id, extra)
+            for i in range(0, len(drawn), batch_size)
+        ]
         full, chosen = measure_latency_ms(model, inputs, settings, warmup=warmup, repeats=repeats)
         latency[f"batch_{batch_size}"] = {"full_depth": full, "chosen": chosen}
+        languages: dict[str, int] = {}
+        for language, _ in drawn:
+            languages[language] = languages.get(language, 0) + 1
+        timed[f"batch_{batch_size}"] = {"batches": count, "examples_by_language": languages}
     memory_batch = max(LATENCY_BATCH_SIZES)
-    inputs = fixed_length_batch(examples, memory_batch, seq_len, pad_token_id)
+    drawn = latency_sample(by_language, memory_batch, seed)
+    inputs = fixed_length_batch([row for _, row in drawn], memory_batch, seq_len, pad_token_id, extra)
     memory = {name: measure_peak_memory_mb(model, inputs, t) for name, t in zip(("full_depth", "chosen"), settings)}
     return {
         "seq_len": seq_len,
         "chosen_threshold": float(chosen_threshold),
         "device": str(next(model.parameters()).device),
+        "threads": torch.get_num_threads(),
+        "repeats": int(repeats),
+        "warmup": int(warmup),
+        "seed": int(seed),
+        "inputs": ["input_ids", "attention_mask", *sorted(set(inputs) - {"input_ids", "attention_mask"})],
+        "timed": timed,
         "full_depth_reference": full_depth_reference(model),
         "latency_ms": latency,
         "peak_memory_mb": memory,

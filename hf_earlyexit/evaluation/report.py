@@ -96,6 +96,26 @@ def threshold_table(results: Mapping[str, Any], key: str = "sweep") -> str:
     return _table(header, rows)
 
 
+def timing_line(efficiency: Mapping[str, Any]) -> str:
+    """What the latencies timed (results.json files from before it was recorded: nothing to say)."""
+    timed = efficiency.get("timed")
+    if timed is None:
+        return ""
+    parts = []
+    for batch, label in (
+        ("batch_1", "batch 1: mean over {n} single examples"),
+        ("batch_32", "batch 32: mean over {n} batches"),
+    ):
+        entry = timed[batch]
+        languages = ", ".join(f"{lang} {count}" for lang, count in sorted(entry["examples_by_language"].items()))
+        parts.append(label.format(n=entry["batches"]) + f" ({languages})")
+    return (
+        f" Timed with {efficiency['threads']} CPU thread{'s' if efficiency['threads'] != 1 else ''}, "
+        f"median of {efficiency['repeats']} repetitions; {'; '.join(parts)}, drawn with seed "
+        f"{efficiency.get('seed', 0)}; inputs {', '.join(efficiency['inputs'])}."
+    )
+
+
 def efficiency_table(results: Mapping[str, Any]) -> str:
     model, efficiency = results["model"], results.get("efficiency")
     lines = [
@@ -147,6 +167,7 @@ def efficiency_table(results: Mapping[str, Any]) -> str:
         f"\nMeasured on {device}, inputs fixed to {efficiency['seq_len']} tokens, median over repetitions "
         f"(peak memory at batch {efficiency.get('peak_memory_batch_size', 32)}, weights included)."
         + (f" Full depth: {efficiency['full_depth_reference']}." if "full_depth_reference" in efficiency else "")
+        + timing_line(efficiency)
         + "\n"
     )
     lines.append(_table(["setting", "latency batch 1 (ms)", "latency batch 32 (ms)", "peak memory (MiB)"], rows))

@@ -241,6 +241,38 @@ def _validate_efficiency(efficiency: Any) -> None:
     _require(isinstance(memory, Mapping), "efficiency.peak_memory_mb", memory, "an object")
     for setting in ("full_depth", "chosen"):
         _check_number(memory, setting, "efficiency.peak_memory_mb", minimum=0.0)
+    if "timed" in efficiency:  # absent in results.json files written before what was timed was recorded
+        _validate_timing(efficiency)
+
+
+def _validate_timing(efficiency: Mapping[str, Any]) -> None:
+    """How the latencies were taken: threads, device, repetitions, and the batches timed per batch size."""
+    _check_type(efficiency, "device", str, "efficiency")
+    for key in ("threads", "repeats"):
+        _check_positive_int(efficiency, key, "efficiency")
+    inputs = efficiency.get("inputs")
+    _require(
+        isinstance(inputs, list) and "input_ids" in inputs and all(isinstance(name, str) for name in inputs),
+        "efficiency.inputs",
+        inputs,
+        "a list of model input names including 'input_ids'",
+    )
+    timed = efficiency.get("timed")
+    _require(isinstance(timed, Mapping), "efficiency.timed", timed, "an object")
+    for batch in ("batch_1", "batch_32"):
+        where = f"efficiency.timed.{batch}"
+        entry = timed.get(batch)
+        _require(isinstance(entry, Mapping), where, entry, "an object")
+        _check_positive_int(entry, "batches", where)
+        languages = entry.get("examples_by_language")
+        _require(
+            isinstance(languages, Mapping) and len(languages) > 0,
+            f"{where}.examples_by_language",
+            languages,
+            "an object of example counts by language",
+        )
+        for language in languages:
+            _check_positive_int(languages, language, f"{where}.examples_by_language")
 
 
 def _validate_trimming(trimming: Any) -> None:
