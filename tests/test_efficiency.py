@@ -211,6 +211,7 @@ def test_measure_efficiency_times_every_language_whatever_the_row_order_and_reco
     timed = efficiency["timed"]
     assert timed["batch_1"]["batches"] == 16 and sum(timed["batch_1"]["examples_by_language"].values()) == 16
     assert timed["batch_32"]["batches"] == 2 and sum(timed["batch_32"]["examples_by_language"].values()) == 64
+    assert timed["batch_1"]["passes"] == 1 == timed["batch_32"]["passes"]  # repeats=1: one pass over the batches
     for batch in ("batch_1", "batch_32"):
         assert set(timed[batch]["examples_by_language"]) == set(data), batch
     assert efficiency["threads"] == torch.get_num_threads() and efficiency["repeats"] == 1

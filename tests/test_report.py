@@ -108,8 +108,8 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
             "seed": 0,
             "inputs": ["input_ids", "attention_mask"],
             "timed": {
-                "batch_1": {"batches": 16, "examples_by_language": {"en": 6, "ru": 5, "sw": 5}},
-                "batch_32": {"batches": 4, "examples_by_language": {"en": 43, "ru": 43, "sw": 42}},
+                "batch_1": {"batches": 16, "passes": 1, "examples_by_language": {"en": 6, "ru": 5, "sw": 5}},
+                "batch_32": {"batches": 4, "passes": 3, "examples_by_language": {"en": 43, "ru": 43, "sw": 42}},
             },
         },
         distillation=distillation,
@@ -134,6 +134,7 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
         (lambda r: r["efficiency"]["latency_ms"].pop("batch_32"), "efficiency.latency_ms.batch_32"),
         (lambda r: r["efficiency"].update(threads=0), "efficiency.threads"),
         (lambda r: r["efficiency"]["timed"].pop("batch_32"), "efficiency.timed.batch_32"),
+        (lambda r: r["efficiency"]["timed"]["batch_32"].update(passes=0), "efficiency.timed.batch_32.passes"),
         (lambda r: r["efficiency"]["timed"]["batch_1"].update(examples_by_language={}), "examples_by_language"),
         (lambda r: r["efficiency"].update(inputs=["attention_mask"]), "efficiency.inputs"),
         (lambda r: r["languages"]["en"].update(sweep_token=[]), "languages.en.sweep_token"),
@@ -216,8 +217,9 @@ def test_report_tables_carry_the_numbers_of_results(tmp_path):
     assert "| 0.4 | 79.20 (30.00) |" in text  # threshold table: en at 0.4
     assert "| threshold 0.2 | 9.25 | 210.00 | 44.2 |" in text  # efficiency
     assert (
-        "Timed with 4 CPU threads, median of 10 repetitions; batch 1: mean over 16 single examples (en 6, ru 5, sw 5); "
-        "batch 32: mean over 4 batches (en 43, ru 43, sw 42), drawn with seed 0; inputs input_ids, attention_mask."
+        "Timed with 4 CPU threads; batch 1: mean over 16 single examples (en 6, ru 5, sw 5), median of 1 pass; "
+        "batch 32: mean over 4 batches (en 43, ru 43, sw 42), median of 3 passes; examples drawn with seed 0; "
+        "inputs input_ids, attention_mask."
     ) in text
     assert "| 2 | 9.00 M | 60.00 | 60.00 | 60.00 |" in text  # partitions: cumulative tokens (3 x 3 x 1M)
     assert "![xnli_metric_vs_flops](xnli_metric_vs_flops.png)" in text

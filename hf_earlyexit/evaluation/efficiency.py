@@ -6,8 +6,9 @@ the machines these run on are shared and noisy.
 
 What is timed does not depend on which rows come first: `latency_sample` draws the examples (seeded, ranked by a
 hash of their tokens, so reordering the evaluation rows draws the same ones) from every evaluated language in turn;
-batch 1 is the mean over `LATENCY_BATCHES[1]` single examples and batch 32 over `LATENCY_BATCHES[32]` batches, each
-repetition timing all of them once. Every model input the tokenized examples carry (BERT's `token_type_ids`) is
+batch 1 is the mean over `LATENCY_BATCHES[1]` single examples and batch 32 over `LATENCY_BATCHES[32]` batches. The
+cost stays near one forward per repetition: `repeats` timed forwards per setting are spread over the batches, in
+ceil(repeats / batches) passes that each time every batch once (the median over passes is reported). Every model input the tokenized examples carry (BERT's `token_type_ids`) is
 passed on. results.json records the thread count, device, repetitions and what was timed.
 
 Peak memory is the memory the forward pass holds at its worst moment plus the resident weights:
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import math
 import os
 import statistics
 import sys
@@ -280,6 +282,7 @@ def measure_efficiency(
 
     `examples`: tokenized examples per evaluated language (a plain sequence counts as one language). `batches`:
     how many batches each batch size averages (default `LATENCY_BATCHES`), drawn by `latency_sample` with `seed`.
+    `repeats`: timed forwards per setting and batch size, spread over the batches (at least one pass over them).
     """
     if chosen_threshold < 0:
         raise ValueError(f"chosen_threshold={chosen_threshold} is invalid; expected a non-negative threshold")
@@ -299,12 +302,13 @@ def measure_efficiency(
             fixed_length_batch([row for _, row in drawn[i : i + batch_size]], batch_size, seq_len, pad_token_id, extra)
             for i in range(0, len(drawn), batch_size)
         ]
-        full, chosen = measure_latency_ms(model, inputs, settings, warmup=warmup, repeats=repeats)
+        passes = math.ceil(repeats / count)
+        full, chosen = measure_latency_ms(model, inputs, settings, warmup=warmup, repeats=passes)
         latency[f"batch_{batch_size}"] = {"full_depth": full, "chosen": chosen}
         languages: dict[str, int] = {}
         for language, _ in drawn:
             languages[language] = languages.get(language, 0) + 1
-        timed[f"batch_{batch_size}"] = {"batches": count, "examples_by_language": languages}
+        timed[f"batch_{batch_size}"] = {"batches": count, "passes": passes, "examples_by_language": languages}
     memory_batch = max(LATENCY_BATCH_SIZES)
     drawn = latency_sample(by_language, memory_batch, seed)
     inputs = fixed_length_batch([row for _, row in drawn], memory_batch, seq_len, pad_token_id, extra)

@@ -108,11 +108,12 @@ def timing_line(efficiency: Mapping[str, Any]) -> str:
     ):
         entry = timed[batch]
         languages = ", ".join(f"{lang} {count}" for lang, count in sorted(entry["examples_by_language"].items()))
-        parts.append(label.format(n=entry["batches"]) + f" ({languages})")
+        passes = entry["passes"]
+        parts.append(label.format(n=entry["batches"]) + f" ({languages}), median of {passes} pass{'es' * (passes > 1)}")
     return (
-        f" Timed with {efficiency['threads']} CPU thread{'s' if efficiency['threads'] != 1 else ''}, "
-        f"median of {efficiency['repeats']} repetitions; {'; '.join(parts)}, drawn with seed "
-        f"{efficiency.get('seed', 0)}; inputs {', '.join(efficiency['inputs'])}."
+        f" Timed with {efficiency['threads']} CPU thread{'s' if efficiency['threads'] != 1 else ''}; "
+        f"{'; '.join(parts)}; examples drawn with seed {efficiency.get('seed', 0)}; "
+        f"inputs {', '.join(efficiency['inputs'])}."
     )
 
 

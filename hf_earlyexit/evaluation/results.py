@@ -264,6 +264,7 @@ def _validate_timing(efficiency: Mapping[str, Any]) -> None:
         entry = timed.get(batch)
         _require(isinstance(entry, Mapping), where, entry, "an object")
         _check_positive_int(entry, "batches", where)
+        _check_positive_int(entry, "passes", where)
         languages = entry.get("examples_by_language")
         _require(
             isinstance(languages, Mapping) and len(languages) > 0,
