@@ -251,3 +251,13 @@ def test_fixed_length_batch_pads_token_type_ids_and_refuses_misaligned_ones():
     assert "token_type_ids" not in fixed_length_batch(rows, 2, 5, 0, extra_inputs=())
     with pytest.raises(ValueError, match="token_type_ids has 2 values for 3 input_ids"):
         fixed_length_batch([{"input_ids": [5, 6, 7], "token_type_ids": [0, 1]}], 1, 5, 0)
+
+
+def test_latency_draw_reads_a_dataset_column_and_each_size_takes_a_prefix_of_one_draw():
+    from datasets import Dataset
+
+    data = by_language(rows=12)
+    columns = {lang: Dataset.from_list(rows) for lang, rows in data.items()}
+    drawn = latency_sample(columns, 40)
+    assert [row["input_ids"] for _, row in drawn] == [row["input_ids"] for _, row in latency_sample(data, 40)]
+    assert latency_sample(data, 16) == latency_sample(data, 40)[:16]

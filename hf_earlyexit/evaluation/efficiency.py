@@ -116,10 +116,17 @@ def model_inputs(model) -> tuple[str, ...]:
     return tuple(name for name in ("token_type_ids", "position_ids") if name in parameters)
 
 
-def _draw_key(example: Mapping[str, Any], seed: int) -> bytes:
+def _draw_key(input_ids: Sequence[int], seed: int) -> bytes:
     """A seeded rank that depends on the example's tokens only, never on where it sits in the evaluation set."""
-    tokens = ",".join(str(int(t)) for t in example["input_ids"])
+    tokens = ",".join(str(int(t)) for t in input_ids)
     return hashlib.blake2b(f"{seed}:{tokens}".encode(), digest_size=16).digest()
+
+
+def _token_ids(rows) -> Sequence[Sequence[int]]:
+    # A `datasets.Dataset` gives the whole column at once (no row dicts built for the rows that are not drawn).
+    if hasattr(rows, "column_names"):
+        return rows["input_ids"]
+    return [row["input_ids"] for row in rows]
 
 
 def latency_sample(
@@ -130,20 +137,23 @@ def latency_sample(
     Languages with fewer examples run out first; when all have, the draw starts over."""
     if count < 1:
         raise ValueError(f"count={count} is invalid; expected >= 1")
-    ranked = {
-        language: sorted(rows, key=lambda example: _draw_key(example, seed))
-        for language, rows in sorted(examples_by_language.items())
-        if len(rows) > 0
-    }
+    ranked = {}
+    for language, rows in sorted(examples_by_language.items()):
+        keys = [_draw_key(ids, seed) for ids in _token_ids(rows)]
+        if keys:
+            ranked[language] = sorted(range(len(keys)), key=keys.__getitem__)
     if not ranked:
         raise ValueError(f"no examples in {sorted(examples_by_language)}; expected tokenized examples with input_ids")
     order = [
-        (language, rows[position])
-        for position in range(max(len(rows) for rows in ranked.values()))
-        for language, rows in ranked.items()
-        if position < len(rows)
+        (language, indices[position])
+        for position in range(max(len(indices) for indices in ranked.values()))
+        for language, indices in ranked.items()
+        if position < len(indices)
     ]
-    return [order[i % len(order)] for i in range(count)]
+    return [
+        (language, examples_by_language[language][int(index)])
+        for language, index in (order[i % len(order)] for i in range(count))
+    ]
 
 
 def packs_real_tokens(model) -> bool:
@@ -295,9 +305,12 @@ def measure_efficiency(
     extra = model_inputs(model)
     settings = (FULL_DEPTH_THRESHOLD, float(chosen_threshold))
     latency, timed = {}, {}
+    # One draw (ranking every row is the costly part); each batch size takes its first examples.
+    memory_batch = max(LATENCY_BATCH_SIZES)
+    pool = latency_sample(by_language, max(memory_batch, *(size * n for size, n in batches.items())), seed)
     for batch_size in LATENCY_BATCH_SIZES:
         count = batches[batch_size]
-        drawn = latency_sample(by_language, batch_size * count, seed)
+        drawn = pool[: batch_size * count]
         inputs = [
             fixed_length_batch([row for _, row in drawn[i : i + batch_size]], batch_size, seq_len, pad_token_id, extra)
             for i in range(0, len(drawn), batch_size)
@@ -309,9 +322,7 @@ def measure_efficiency(
         for language, _ in drawn:
             languages[language] = languages.get(language, 0) + 1
         timed[f"batch_{batch_size}"] = {"batches": count, "passes": passes, "examples_by_language": languages}
-    memory_batch = max(LATENCY_BATCH_SIZES)
-    drawn = latency_sample(by_language, memory_batch, seed)
-    inputs = fixed_length_batch([row for _, row in drawn], memory_batch, seq_len, pad_token_id, extra)
+    inputs = fixed_length_batch([row for _, row in pool[:memory_batch]], memory_batch, seq_len, pad_token_id, extra)
     memory = {name: measure_peak_memory_mb(model, inputs, t) for name, t in zip(("full_depth", "chosen"), settings)}
     return {
         "seq_len": seq_len,
