@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from hf_earlyexit.distillation.attention_loss import head_mean_attention_loss, relation_attention_loss
+from hf_earlyexit.distillation.attention_loss import BlockWorkspace, head_mean_attention_loss, relation_attention_loss
 from hf_earlyexit.distillation.capture import head_mean_log_probs
 from hf_earlyexit.distillation.losses import _row_kl, attention_kl_head_mean, attention_mse_head_mean
 
@@ -160,6 +160,27 @@ def test_bf16_inputs_scored_in_float32(kind):
     for grad, expected_grad in zip(grads, expected_grads):
         assert grad.dtype == torch.bfloat16
         torch.testing.assert_close(grad.float(), expected_grad, rtol=1e-2, atol=1e-2 * expected_grad.abs().max().item())
+
+
+def test_one_workspace_shared_by_losses_of_different_shapes_gives_their_own_values():
+    # A step's pairs share one workspace: a later, larger block (relation: 3 buffers, a longer batch) grows it, and
+    # a smaller one after it reads only its own share; every value and gradient equals the loss run alone.
+    workspace = BlockWorkspace()
+    mask = padding_mask()
+    cases = [("kl", 3, 11), ("relation", 3, 11), ("mse", 2, 17), ("kl", 3, 11)]
+    for index, (kind, batch, seq) in enumerate(cases):
+        student, teacher = projections(kind, batch=batch, seq=seq, seed=10 + index)
+        case_mask = mask if seq == 11 else None
+        shared = (
+            relation_attention_loss(student, teacher, case_mask, RELATION_HEADS, workspace=workspace)
+            if kind == "relation"
+            else head_mean_attention_loss(student, teacher, case_mask, S_HEADS, T_HEADS, kind, workspace=workspace)
+        )
+        value, grads = shared, torch.autograd.grad(shared, student)
+        expected, expected_grads = _value_and_grads(lambda: fused(kind, student, teacher, case_mask), student)
+        torch.testing.assert_close(value, expected, rtol=0, atol=0)
+        for grad, expected_grad in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
 
 
 def test_gradient_scales_with_the_upstream_weight():
