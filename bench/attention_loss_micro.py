@@ -52,11 +52,13 @@ def make_step(module, kind, elements, student, teacher, mask, pairs):
         for _ in range(pairs):
             leaves = [x.detach().requires_grad_() for x in student]
             if kind == "relation":
-                losses.append(module.relation_attention_loss(leaves, teacher, mask, 64, elements=elements, **extra))
+                losses.append(
+                    module.relation_attention_loss(leaves, teacher, mask, 64, elements=elements or None, **extra)
+                )
             else:
                 losses.append(
                     module.head_mean_attention_loss(
-                        leaves, teacher, mask, S_HEADS, T_HEADS, kind, elements=elements, **extra
+                        leaves, teacher, mask, S_HEADS, T_HEADS, kind, elements=elements or None, **extra
                     )
                 )
         loss = torch.stack(losses).mean()
@@ -72,7 +74,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--kind", default="kl", choices=["kl", "mse", "relation"])
-    parser.add_argument("--elements", type=int, nargs="+", default=[attention_loss.CPU_BLOCK_ELEMENTS])
+    parser.add_argument("--elements", type=int, nargs="+", default=[0], help="block sizes; 0: the default")
     parser.add_argument("--module", action="append", default=[], help="NAME=PATH of another attention_loss.py")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--pairs", type=int, default=4, help="mapped layer pairs per timed step")
@@ -86,7 +88,7 @@ def main():
         (name, load_module(path)) for name, path in (item.split("=", 1) for item in options.module)
     ]
     variants = {
-        f"{name} 2^{elements.bit_length() - 1}": make_step(
+        f"{name} " + (f"2^{elements.bit_length() - 1}" if elements else "default"): make_step(
             module, options.kind, elements, student, teacher, mask, options.pairs
         )
         for name, module in modules

@@ -21,20 +21,22 @@ import torch
 
 _TINY = torch.finfo(torch.float32).tiny
 _MIN = torch.finfo(torch.float32).min
-# Elements of one (examples, heads, rows, keys) block on CPU: large enough that the per-block accumulation of the
-# keys' gradient (a full (seq, width) update whatever the block's rows) stays a small share, small enough that the
-# two or three block buffers stay in the last-level cache.
-CPU_BLOCK_ELEMENTS = 1 << 20
-# Block buffers alive at once (the relation loss needs three), float32.
-_BUFFERS = 3
+# Bytes of block buffers on CPU, split among the float32 buffers a loss keeps (head-mean: two, of 2^21 elements;
+# relation: three, of ~2^20.4). Large enough that the per-block accumulation of the keys' gradient (a full
+# (seq, width) update whatever the block's rows) stays a small share, small enough that the buffers stay near the
+# last-level cache. Measured at 512 tokens (docs/benchmarks.md): head-mean 2^21 ~5 % faster than 2^20, 2^22 slower;
+# relation 2^20 faster than 2^21. Shared by a step's pairs (BlockWorkspace), so the step holds it once.
+CPU_WORKSPACE_BYTES = 16 << 20
 
 
-def block_elements(device: torch.device) -> int:
-    """Size of one query-row block: fixed on CPU (cache-sized), a share of the free memory on an accelerator."""
+def block_elements(device: torch.device, buffers: int = 3) -> int:
+    """Size of one query-row block for a loss keeping `buffers` block buffers: a fixed share of
+    `CPU_WORKSPACE_BYTES` on CPU (cache-sized), a share of the free memory on an accelerator."""
+    cpu = CPU_WORKSPACE_BYTES // (4 * buffers)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return max(CPU_BLOCK_ELEMENTS, min(1 << 28, free // (8 * 4 * _BUFFERS)))
-    return CPU_BLOCK_ELEMENTS
+        return max(cpu, min(1 << 28, free // (8 * 4 * buffers)))
+    return cpu
 
 
 def _blocks(batch: int, seq: int, heads: int, elements: int) -> list[tuple[slice, slice]]:
@@ -270,7 +272,7 @@ def head_mean_attention_loss(
             f"head-mean attention loss kind {kind!r} is not supported; expected one of {', '.join(_HEAD_MEAN_KINDS)}"
         )
     _check_pair("head-mean attention", student, teacher, 2)
-    elements = elements or block_elements(student[0].device)
+    elements = elements or block_elements(student[0].device, buffers=2)
 
     def loss_pass(s, t, need_grad):
         loss, d_query, d_key = _head_mean_pass(
@@ -295,7 +297,7 @@ def relation_attention_loss(
     for states in (*student, *teacher):
         if states.shape[-1] % relation_heads:
             raise ValueError(f"relation_heads={relation_heads} does not divide the width {states.shape[-1]}")
-    elements = elements or block_elements(student[0].device)
+    elements = elements or block_elements(student[0].device, buffers=3)
 
     def loss_pass(s, t, need_grad):
         results = [_relation_pass(x, y, relation_heads, mask, need_grad, elements, workspace) for x, y in zip(s, t)]
