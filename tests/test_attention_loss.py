@@ -97,6 +97,30 @@ def test_value_and_gradients_equal_the_map_based_losses(kind, elements, padded):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("elements", BLOCKS)
+def test_every_gradient_element_is_written(kind, elements, monkeypatch):
+    # Gradients and block buffers start uninitialised (torch.empty): with NaN-filled fresh memory, any element the
+    # blocks leave unwritten (or read before writing) would show up as NaN.
+    empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        tensor = empty(*args, **kwargs)
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    student, teacher = projections(kind, seed=8)
+    mask = padding_mask()
+    expected = reference(kind, student, teacher, mask)
+    expected_grads = torch.autograd.grad(expected, student)
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    value = fused(kind, student, teacher, mask, elements)
+    grads = torch.autograd.grad(value, student)
+    monkeypatch.undo()
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=0)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5 * expected_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_without_a_mask_equals_an_all_true_mask(kind):
     student, teacher = projections(kind, seed=1)
     full = torch.ones(3, 11, dtype=torch.bool)

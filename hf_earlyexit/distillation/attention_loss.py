@@ -115,13 +115,19 @@ def _block_scores(queries, keys, scale, examples, rows, padded, out) -> torch.Te
 
 
 def _accumulate_grads(d_queries, d_keys, d_scores, queries, keys, scale, examples, rows) -> None:
-    """For scores = scale * queries[rows] . keys^T: d_queries[rows] += scale d_scores . keys and
-    d_keys += scale d_scores^T . queries[rows], in place in the (batch, seq, width) gradients' head views (every
-    key receives a share from every row block)."""
+    """For scores = scale * queries[rows] . keys^T: d_keys += scale d_scores^T . queries[rows] and
+    d_queries[rows] += scale d_scores . keys, in place in the (batch, seq, width) gradients' head views (every
+    key receives a share from every row block).
+
+    The gradients start uninitialised: an example's first row block overwrites its keys' gradient (beta=0) and every
+    block overwrites its own rows' query gradient, unless queries and keys are one tensor (the relation loss), whose
+    rows were just overwritten with the keys' share."""
+    first = rows.start == 0
+    shared = d_queries is d_keys
     for index, example in enumerate(range(examples.start, examples.stop)):
         block = d_scores[index]
-        d_queries[example, :, rows].baddbmm_(block, keys[example], alpha=scale)
-        d_keys[example].baddbmm_(block.transpose(1, 2), queries[example, :, rows], alpha=scale)
+        d_keys[example].baddbmm_(block.transpose(1, 2), queries[example, :, rows], beta=0 if first else 1, alpha=scale)
+        d_queries[example, :, rows].baddbmm_(block, keys[example], beta=1 if shared else 0, alpha=scale)
 
 
 def _kl_upstream(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, need_grad: bool):
@@ -150,10 +156,11 @@ _HEAD_MEAN_KINDS = {"kl": _kl_upstream, "mse": _mse_upstream}
 
 
 def _grad_like(states: torch.Tensor, heads: int, need_grad: bool):
-    """A zero float32 gradient for `states`, and its head view; (None, None) without a gradient."""
+    """An uninitialised float32 gradient for `states` (`_accumulate_grads` writes every element), and its head
+    view; (None, None) without a gradient."""
     if not need_grad:
         return None, None
-    grad = torch.zeros(states.shape, device=states.device)
+    grad = torch.empty(states.shape, device=states.device)
     return grad, _heads(grad, heads)
 
 
