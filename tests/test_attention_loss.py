@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from hf_earlyexit.distillation.attention_loss import head_mean_attention_loss, relation_attention_loss
+from hf_earlyexit.distillation.attention_loss import BlockWorkspace, head_mean_attention_loss, relation_attention_loss
 from hf_earlyexit.distillation.capture import head_mean_log_probs
 from hf_earlyexit.distillation.losses import _row_kl, attention_kl_head_mean, attention_mse_head_mean
 
@@ -97,6 +97,30 @@ def test_value_and_gradients_equal_the_map_based_losses(kind, elements, padded):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("elements", BLOCKS)
+def test_every_gradient_element_is_written(kind, elements, monkeypatch):
+    # Gradients and block buffers start uninitialised (torch.empty): with NaN-filled fresh memory, any element the
+    # blocks leave unwritten (or read before writing) would show up as NaN.
+    empty = torch.empty
+
+    def nan_empty(*args, **kwargs):
+        tensor = empty(*args, **kwargs)
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    student, teacher = projections(kind, seed=8)
+    mask = padding_mask()
+    expected = reference(kind, student, teacher, mask)
+    expected_grads = torch.autograd.grad(expected, student)
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    value = fused(kind, student, teacher, mask, elements)
+    grads = torch.autograd.grad(value, student)
+    monkeypatch.undo()
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=0)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5 * expected_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_without_a_mask_equals_an_all_true_mask(kind):
     student, teacher = projections(kind, seed=1)
     full = torch.ones(3, 11, dtype=torch.bool)
@@ -160,6 +184,28 @@ def test_bf16_inputs_scored_in_float32(kind):
     for grad, expected_grad in zip(grads, expected_grads):
         assert grad.dtype == torch.bfloat16
         torch.testing.assert_close(grad.float(), expected_grad, rtol=1e-2, atol=1e-2 * expected_grad.abs().max().item())
+
+
+def test_one_workspace_shared_by_losses_of_different_shapes_gives_their_own_values():
+    # A step's pairs share one workspace: a later, larger block (relation: 3 buffers, a longer batch) grows it, and
+    # a smaller one after it reads only its own share; every value and gradient equals the loss run alone.
+    workspace = BlockWorkspace()
+    mask = padding_mask()
+    cases = [("kl", 3, 11), ("relation", 3, 11), ("mse", 2, 17), ("kl", 3, 11)]
+    for index, (kind, batch, seq) in enumerate(cases):
+        student, teacher = projections(kind, batch=batch, seq=seq, seed=10 + index)
+        case_mask = mask if seq == 11 else None
+        shared = (
+            relation_attention_loss(student, teacher, case_mask, RELATION_HEADS, workspace=workspace)
+            if kind == "relation"
+            else head_mean_attention_loss(student, teacher, case_mask, S_HEADS, T_HEADS, kind, workspace=workspace)
+        )
+        grads = torch.autograd.grad(shared, student)
+        expected = fused(kind, student, teacher, case_mask)
+        expected_grads = torch.autograd.grad(expected, student)
+        torch.testing.assert_close(shared, expected, rtol=0, atol=0)
+        for grad, expected_grad in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
 
 
 def test_gradient_scales_with_the_upstream_weight():

@@ -19,7 +19,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from ..training.component_log import ComponentAverager, accumulated_counts, process_denominators
 from .arguments import DistillationArguments
-from .attention_loss import head_mean_attention_loss, relation_attention_loss
+from .attention_loss import BlockWorkspace, head_mean_attention_loss, relation_attention_loss
 from .capture import EncoderCapture, attention_heads, encoder_layers, encoder_layout
 from .layer_maps import resolve_layer_map
 from .losses import HIDDEN_LOSSES, LOGIT_LOSSES
@@ -239,13 +239,15 @@ class DistillationTrainer(Trainer):
         (seq, seq) map accumulate over the layers), and the loss carries its gradient from its own pass."""
         grad_enabled = torch.is_grad_enabled()
         losses = {}
+        # One set of block buffers for every pair of the step, dropped with it.
+        workspace = BlockWorkspace()
 
         def score(layer, projections):
             target = tuple(projections[name] for name in plan.projections)
             with torch.set_grad_enabled(grad_enabled):
                 for s, t in self.attention_pairs:
                     if t == layer:
-                        losses[(s, t)] = self._pair_attention_loss(student_qkv[s], target, mask)
+                        losses[(s, t)] = self._pair_attention_loss(student_qkv[s], target, mask, workspace)
 
         capture = EncoderCapture(
             self.teacher,
@@ -259,14 +261,20 @@ class DistillationTrainer(Trainer):
         attention = torch.stack([losses[pair] for pair in self.attention_pairs]).mean() if losses else None
         return capture.hidden, attention, logits
 
-    def _pair_attention_loss(self, student, teacher, mask):
+    def _pair_attention_loss(self, student, teacher, mask, workspace):
         # Made in row blocks with the student's gradient in the same pass (attention_loss): no activation
         # checkpointing is needed to hold one layer's maps at a time, as no map outlives its block.
         if self.args.attention_loss == "relation":
-            return relation_attention_loss(student, teacher, mask, self.args.relation_heads)
+            return relation_attention_loss(student, teacher, mask, self.args.relation_heads, workspace=workspace)
         kind = self.args.attention_loss.removesuffix("_head_mean")
         return head_mean_attention_loss(
-            student, teacher, mask, attention_heads(self.student), attention_heads(self.teacher), kind
+            student,
+            teacher,
+            mask,
+            attention_heads(self.student),
+            attention_heads(self.teacher),
+            kind,
+            workspace=workspace,
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
