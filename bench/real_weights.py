@@ -56,7 +56,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 # Latin-script Tatoeba languages: the uncased English WordPiece vocabulary splits them into real sub-words, while
 # other scripts mostly become [UNK] and would teach the student nothing about the teacher.
-DISTILLATION_LANGUAGES = ("eng", "deu", "fra", "spa", "ita", "por", "nld", "dan")
+DISTILLATION_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "da")  # files eng.txt, deu.txt, ...
 STUDENT_LAYERS = (2, 4, 6)
 # XNLI: the sequence-level sweep replays stored logits, so a fine grid is free. NER: token-level exit re-runs the
 # model per threshold, so both NER granularities share a coarser grid (a fair comparison at a bearable cost).

@@ -18,7 +18,7 @@ start=$(date +%s)
 
 if [ -d "$SHARED" ]; then
   echo "demo: using the real data in $SHARED"
-  corpus=(--corpus "$SHARED/text/tatoeba" --languages eng rus hin tur swh urd deu fra spa ara)
+  corpus=(--corpus "$SHARED/text/tatoeba" --languages en ru hi tr sw ur de fr es ar)  # eng.txt, rus.txt, ...: named by ISO 639-1
   # XNLI has no train split here: train on the head of English dev, evaluate every language on the last 490 rows.
   xnli=(--data_dir "$SHARED/xnli" --train_split validation --holdout 490)
   wikiann=(--data_dir "$SHARED/panx" --max_train_samples 4000 --max_eval_samples 500)

@@ -286,7 +286,15 @@ def _split_rows(datasets: dict, holdout: int, keep: str):
         if len(dataset) <= holdout:
             raise ValueError(f"{lang}: {len(dataset)} rows, not more than holdout={holdout}; lower holdout")
         cut = len(dataset) - holdout
-        out[lang] = dataset.select(range(cut)) if keep == "head" else dataset.select(range(cut, len(dataset)))
+        if keep == "tail":
+            out[lang] = dataset.select(range(cut, len(dataset)))
+        elif "premise" in dataset.column_names:
+            # XNLI pairs come in premise groups (one premise, three hypotheses): a premise of the held-out rows
+            # keeps all of its pairs out of training, so the cut never splits a group.
+            held_out = set(dataset["premise"][cut:])
+            out[lang] = dataset.select([i for i, premise in enumerate(dataset["premise"][:cut]) if premise not in held_out])
+        else:
+            out[lang] = dataset.select(range(cut))
     return out
 
 

@@ -20,6 +20,7 @@ from hf_earlyexit.data.corpus import (
     plan_corpus,
     sampling_probabilities,
 )
+from hf_earlyexit.data.language_table import TO_ISO_639_1
 from hf_earlyexit.data.stream import CHUNK_ROWS
 from hf_earlyexit.data.tokenizer import train_tokenizer
 
@@ -40,7 +41,8 @@ def tatoeba_lines(tatoeba):
     lines = Counter()
     for path in Path(tatoeba).glob("*.txt"):
         text = path.read_text("utf-8")
-        lines.update((path.stem, line) for line in text.split("\n")[: -1 if text.endswith("\n") else None])
+        lang = TO_ISO_639_1.get(path.stem, path.stem)  # the stream names eng.txt's rows "en"
+        lines.update((lang, line) for line in text.split("\n")[: -1 if text.endswith("\n") else None] if line.strip())
     return lines
 
 
@@ -74,7 +76,7 @@ def test_partitions_are_disjoint_and_cover_every_line_once(tatoeba_partitions, t
 @pytest.mark.real_data
 def test_every_language_keeps_its_global_share_in_every_partition(tatoeba, tatoeba_partitions):
     plan = plan_corpus(tatoeba, num_partitions=PARTITIONS)
-    assert plan.rows["eng"] == 1000 and plan.rows["swh"] == 390 and plan.rows["tzl"] == 104
+    assert plan.rows["en"] == 1000 and plan.rows["sw"] == 390 and plan.rows["tzl"] == 104
     for partition, rows in enumerate(tatoeba_partitions):
         counts = Counter(row["lang"] for row in rows)
         assert counts == plan.partition_rows(partition)
@@ -92,7 +94,7 @@ def test_temperature_sampling_follows_the_xlmr_formula(tatoeba):
     norm = sum(n**alpha for n in plan.rows.values())
     for lang, n in plan.rows.items():
         assert probabilities[lang] == pytest.approx(n**alpha / norm, rel=1e-12)
-    assert probabilities["tzl"] / probabilities["eng"] == pytest.approx((104 / 1000) ** alpha)
+    assert probabilities["tzl"] / probabilities["en"] == pytest.approx((104 / 1000) ** alpha)
 
     rows = list(load_distillation_corpus(tatoeba, partition=0, sampling="temperature", temperature_alpha=alpha))
     assert len(rows) == sum(plan.partition_rows(0).values())  # same budget as the proportional partition
@@ -103,7 +105,7 @@ def test_temperature_sampling_follows_the_xlmr_formula(tatoeba):
     degrees = len(plan.languages) - 1
     assert chi2 < degrees + 4 * math.sqrt(2 * degrees), chi2  # far above any p < 1e-4 outcome
     # Small languages are upsampled (repeated), large ones cut: the point of temperature sampling.
-    assert counts["tzl"] > plan.partition_rows(0)["tzl"] and counts["eng"] < plan.partition_rows(0)["eng"]
+    assert counts["tzl"] > plan.partition_rows(0)["tzl"] and counts["en"] < plan.partition_rows(0)["en"]
 
 
 @pytest.mark.real_data
@@ -240,8 +242,8 @@ def test_packing_makes_full_blocks_from_the_tokenised_text(tatoeba, tokenizer):
         # The collator's own default (tokenizer.get_special_tokens_mask) marks every special id, <unk> included.
         assert block["special_tokens_mask"] == [int(i in tokenizer.all_special_ids) for i in block["input_ids"]]
     counts = count_tokens_by_language(corpus, tokenizer)
-    assert sum(counts.values()) == len(tokens) and set(counts) == {"eng", "tur"}
-    assert counts["eng"] == sum(len(tokenizer(r["text"])["input_ids"]) for r in texts if r["lang"] == "eng")
+    assert sum(counts.values()) == len(tokens) and set(counts) == {"en", "tr"}
+    assert counts["en"] == sum(len(tokenizer(r["text"])["input_ids"]) for r in texts if r["lang"] == "en")
 
 
 @pytest.mark.real_data
@@ -403,8 +405,26 @@ GOOD = {"en.txt": "a\nb\nc\nd\ne\n", "sw.txt": "f\ng\nh\ni\nj\n"}
         (
             {**GOOD, "mix.parquet": pa.table({"text": ["a", "b"], "lang": ["en", "English"]})},
             {},
-            r"mix\.parquet: unknown language code 'English' in column 'lang'",
+            r"mix\.parquet: row 2: unknown language code 'English' \(str\) in column 'lang'",
         ),
+        (
+            {**GOOD, "nul.parquet": pa.table({"text": ["a", "b", "c"], "lang": ["en", None, "en"]})},
+            {},
+            r"nul\.parquet: row 2: unknown language code None \(NoneType\) in column 'lang'",
+        ),
+        (
+            {**GOOD, "hi.parquet": pa.table({"text": ["a", "b", None, "d", "e"]})},
+            {},
+            r"hi\.parquet: row 3: column 'text' is null \(NoneType\): expected a string",
+        ),
+        (
+            {**GOOD, "hi.parquet": pa.table({"text": [1, 2, 3, 4, 5]})},
+            {},
+            r"hi\.parquet: row 1: column 'text' holds int64 values: expected strings",
+        ),
+        ({**GOOD, "en.ru.txt": "x\n"}, {}, r"en\.ru\.txt: the file name names several languages \(en, ru\)"),
+        ({**GOOD, "raw/all.txt": "x\n"}, {}, r"all\.txt: cannot tell its language"),
+        ({**GOOD, "new.txt": "x\n"}, {}, r"new\.txt: cannot tell its language"),
         (
             {**GOOD, "ur.txt": "one\ntwo\n"},
             {},
@@ -625,3 +645,110 @@ def test_a_single_long_line_is_read_in_linear_time(tmp_path, monkeypatch):
     small, large = cpu_seconds(200_000), cpu_seconds(800_000)
     # 4x the length: about 4x the time when linear, 16x when quadratic (a one-line JSON array of 24 MB took 11 s)
     assert large < 8 * max(small, 1e-3), (small, large)
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("en", "en"), ("eng", "en"), ("ger", "de"), ("cmn", "zh"), ("swh", "sw"), ("tzl", "tzl"), ("yue", "yue"),
+        ("zh-Hans", "zh-Hans"), ("zho-Hant", "zh-Hant"), ("sr_Latn", "sr_Latn"), ("hi_rom", "hi_rom"),
+        ("my_zaw", "my_zaw"), ("pt_BR", "pt_BR"), ("ns", "ns"),
+        ("all", None), ("raw", None), ("new", None), ("dev", None), ("log", None), ("xx", None), ("en_dev", None),
+        ("EN", None), ("train", None), (None, None),
+    ],
+)
+def test_language_codes(name, code):
+    from hf_earlyexit.data.corpus import language_code
+
+    assert language_code(name) == code
+
+
+def test_file_names_give_one_language_each_in_iso_639_1(tmp_path):
+    # en.dev/ru.dev used to become one language "dev"; en.txt and eng.txt two languages; raw/ a language code.
+    _corpus(tmp_path, {
+        "en.dev.txt": "e1\ne2\n", "ru.dev.txt": "r1\nr2\n", "more/eng.txt": "e3\n", "raw/hi.txt": "h1\nh2\n",
+        "zh-Hans.txt": "z1\nz2\n", "swh.txt": "s1\ns2\n",
+    })
+    plan = plan_corpus(str(tmp_path), num_partitions=1)
+    assert plan.rows == {"en": 3, "hi": 2, "ru": 2, "sw": 2, "zh-Hans": 2}
+    rows = list(load_distillation_corpus(str(tmp_path), languages=["eng", "swh"], num_partitions=1))
+    assert Counter(r["lang"] for r in rows) == {"en": 3, "sw": 2}
+
+
+def test_language_column_values_name_languages_as_file_names_do(tmp_path):
+    records = [{"text": f"t{i}", "lang": lang} for i, lang in enumerate(["en", "eng", "tr", "tur", "en", "tr"])]
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "mix.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (tmp_path / "parquet").mkdir()
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "parquet" / "mix.parquet")
+    expected = Counter((("en" if r["lang"].startswith("e") else "tr"), r["text"]) for r in records)
+    for layout in ("json", "parquet"):
+        assert plan_corpus(str(tmp_path / layout), num_partitions=1).rows == {"en": 3, "tr": 3}
+        rows = list(load_distillation_corpus(str(tmp_path / layout), num_partitions=1))
+        assert Counter((r["lang"], r["text"]) for r in rows) == expected
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_blank_lines_are_not_rows_and_the_count_matches_the_stream(tmp_path, newline):
+    lines = ["\ufeffone", "", "two", "   ", "\tthree", "", ""]
+    (tmp_path / "en.txt").write_bytes(newline.join(lines).encode("utf-8"))
+    assert plan_corpus(str(tmp_path), num_partitions=1).rows == {"en": 3}
+    assert [r["text"] for r in load_distillation_corpus(str(tmp_path), num_partitions=1)] == ["one", "two", "\tthree"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_jsonl_with_u2028_and_u0085_inside_strings_is_valid(tmp_path, newline):
+    texts = ["line\u2028separator", "next\u0085line", "form\x0cfeed"]
+    body = newline.join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + newline
+    (tmp_path / "en.jsonl").write_bytes(body.encode("utf-8"))
+    assert plan_corpus(str(tmp_path), num_partitions=1).rows == {"en": 3}
+    assert [r["text"] for r in load_distillation_corpus(str(tmp_path), num_partitions=1)] == texts
+
+
+def test_the_counting_pass_is_linear_in_a_single_long_line(tmp_path, monkeypatch):
+    import time
+
+    import hf_earlyexit.data.textfiles as textfiles
+
+    monkeypatch.setattr(textfiles, "CHUNK_CHARS", 1024)  # many chunks per line: re-joining the line shows up
+
+    def cpu_seconds(text: str) -> float:
+        path = tmp_path / "en.txt"
+        path.write_text(text)
+        best = math.inf
+        for _ in range(3):
+            start = time.process_time()
+            lines = textfiles.count_lines(str(path))
+            best = min(best, time.process_time() - start)
+        assert lines == text.count("\n")
+        return best
+
+    size = 6_000_000
+    many = cpu_seconds(("x" * 99 + "\n") * (size // 100))
+    one = cpu_seconds("x" * size + "\n")  # quadratic before: ~6,000 chunks re-copying up to 6 MB each (22x)
+    assert one < 5 * max(many, 1e-3), (many, one)
+
+
+def test_a_parquet_shard_holding_several_languages_is_read_once(tmp_path, monkeypatch):
+    import hf_earlyexit.data.stream as stream
+
+    languages = ["en", "tr", "sw", "hi"]
+    for shard in range(3):
+        table = pa.Table.from_pylist(
+            [{"text": f"{lang} {shard} {i}", "lang": lang} for i in range(40) for lang in languages]
+        )
+        pq.write_table(table, tmp_path / f"train-{shard:05d}.parquet", row_group_size=16)
+    plan_corpus(str(tmp_path), num_partitions=2)  # the counting pass (remembered while the files are unchanged)
+    opened = Counter()
+    real_open = stream.fsspec.open
+
+    def counting_open(url, *args, **kwargs):
+        opened[Path(url).name] += 1
+        return real_open(url, *args, **kwargs)
+
+    monkeypatch.setattr(stream.fsspec, "open", counting_open)
+    monkeypatch.setattr(stream, "PARQUET_BATCH_ROWS", 32)
+    rows = list(load_distillation_corpus(str(tmp_path), num_partitions=2, partition=0, seed=3))
+    assert opened == {f"train-{shard:05d}.parquet": 1 for shard in range(2)}  # shard 2 holds partition 1 only
+    for lang in languages:  # each language's rows in file order: the first 60 of its 120
+        assert [r["text"] for r in rows if r["lang"] == lang] == [f"{lang} {s} {i}" for s in range(3) for i in range(40)][:60]

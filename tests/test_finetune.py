@@ -23,8 +23,20 @@ def test_dev_and_validation_are_one_split_so_the_holdout_applies(train_split, ev
     assert (args.train_split, args.eval_split) == ("validation", "validation")
     train, evals = load_task_data("xnli", args)
     dev = _rows(load_xnli(["en"], "validation", DEMO_XNLI)["en"])
-    assert _rows(train) == dev[:-20] and _rows(evals["en"]) == dev[-20:]
+    held_out_premises = {premise for premise, _, _ in dev[-20:]}
+    assert _rows(train) == [row for row in dev[:-20] if row[0] not in held_out_premises]
+    assert _rows(evals["en"]) == dev[-20:]
     assert len(evals["ru"]) == 20
+
+
+def test_the_holdout_never_splits_a_premise_group(tmp_path):
+    # XNLI: one premise, three hypotheses. A holdout of 4 rows used to train on two pairs of a held-out premise.
+    rows = [f"P{p}.\tH{p}{h}.\t{label}" for p in range(4) for h, label in enumerate(("entailment", "neutral", "contradiction"))]
+    (tmp_path / "en.dev.tsv").write_text("premise\thypothesis\tlabel\n" + "\n".join(rows) + "\n")
+    args = TaskDataArguments(data_dir=str(tmp_path), train_split="dev", eval_split="dev", eval_languages=["en"], holdout=4)
+    train, evals = load_task_data("xnli", args)
+    assert len(evals["en"]) == 4 and set(evals["en"]["premise"]) == {"P2.", "P3."}
+    assert train["premise"] == ["P0."] * 3 + ["P1."] * 3  # rows 7 and 8 (premise P2) are not trained on
 
 
 def test_two_split_names_reading_the_same_file_are_refused(tmp_path):

@@ -209,3 +209,15 @@ def test_a_bad_byte_in_a_cr_only_file_is_reported_at_its_line(tmp_path):
     (tmp_path / "en.dev.conll").write_bytes(b"Obama\tB-PER\rvisited\tO\r\rNairobi\t\xffB-LOC\r")
     with pytest.raises(ValueError, match=r"en\.dev\.conll:4: not valid UTF-8"):
         load_wikiann(["en"], "validation", tmp_path)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_u2028_and_u0085_are_text_in_tsv_and_conll_whatever_the_line_breaks(tmp_path, newline):
+    # One line-splitting rule (\n, \r\n, lone \r): a CRLF TSV used to split at U+2028 inside a premise.
+    tsv = ["premise\thypothesis\tlabel", "Line\u2028two.\tNext\u0085line.\tneutral", "A.\tB.\tentailment", ""]
+    (tmp_path / "en.dev.tsv").write_bytes(newline.join(tsv).encode("utf-8"))
+    conll = ["Obama\u2028x\tB-PER", "visited\tO", "", "Nairobi\u0085\tB-LOC", ""]
+    (tmp_path / "en.dev.conll").write_bytes(newline.join(conll).encode("utf-8"))
+    xnli = load_xnli(["en"], "validation", tmp_path)["en"]
+    assert xnli["premise"] == ["Line\u2028two.", "A."] and xnli["hypothesis"] == ["Next\u0085line.", "B."]
+    assert load_wikiann(["en"], "validation", tmp_path)["en"]["tokens"] == [["Obama\u2028x", "visited"], ["Nairobi\u0085"]]

@@ -1,5 +1,7 @@
 """train_tokenizer: XLM-R's special tokens and ids, templates, word_ids, save/load round trip."""
 
+import json
+
 import pytest
 from transformers import AutoTokenizer, XLMRobertaTokenizer
 
@@ -73,3 +75,26 @@ def test_rare_characters_do_not_break_small_vocabularies():
 def test_bad_input(texts, vocab_size, message):
     with pytest.raises(ValueError, match=message):
         train_tokenizer(texts, vocab_size=vocab_size)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_the_same_texts_give_the_same_ids_in_every_process(shared_data):
+    # The Unigram trainer orders pieces (and deals out the scores of characters it keeps unscored) by hash maps
+    # Rust seeds afresh per process: the ids used to differ run to run.
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from hf_earlyexit.data.tokenizer import train_tokenizer\n"
+        "from hf_earlyexit.data.textfiles import read_lines\n"
+        f"folder = {str(shared_data / 'text' / 'tatoeba')!r}\n"
+        "texts = [t for lang in ('eng', 'rus', 'hin', 'cmn') for t in read_lines(f'{folder}/{lang}.txt')[:300]]\n"
+        "print(json.dumps(sorted(train_tokenizer(texts, 500).get_vocab().items(), key=lambda item: item[1])))\n"
+    )
+    runs = [
+        json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+        for _ in range(2)
+    ]
+    assert len(runs[0]) == 500 and runs[0] == runs[1]

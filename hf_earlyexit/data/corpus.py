@@ -27,9 +27,10 @@ from pathlib import Path, PurePosixPath
 import fsspec
 from datasets import Dataset, DatasetInfo, Features, IterableDataset, Value
 
+from .language_table import ISO_639_1, TATOEBA_639_3, TO_ISO_639_1
 from .packing import count_tokens_by_language, mlm_data_collator, pack_for_mlm
 from .stream import COMPRESSIONS, CorpusStream
-from .textfiles import count_lines, read_text
+from .textfiles import count_lines, read_text, split_lines
 
 __all__ = [
     "CORPUS_FEATURES",
@@ -39,6 +40,7 @@ __all__ = [
     "load_distillation_corpus",
     "mlm_data_collator",
     "pack_for_mlm",
+    "language_code",
     "plan_corpus",
     "sampling_probabilities",
 ]
@@ -47,8 +49,11 @@ DEFAULT_CORPUS = "xmli/filtered_cc100_27gb"
 CORPUS_FEATURES = Features({"text": Value("string"), "lang": Value("string")})
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 LANGUAGE_COLUMNS = ("lang", "language")
-# ISO 639-1/-3 codes and CC100's variants: en, rus, hi_rom, zh-Hans, my_zaw.
-LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})?")
+# A language code: a base code, optionally a script (zh-Hans, sr_Latn), a region (pt_BR) or CC100's romanised /
+# Zawgyi variants (hi_rom, my_zaw) after "_" or "-".
+LANGUAGE_CODE = re.compile(r"(?P<base>[a-z]{2,3})(?:(?P<sep>[_-])(?P<variant>[A-Z][a-z]{3}|[A-Z]{2}|rom|zaw))?")
+# CC100's one code outside ISO 639-1 ("ns", Northern Sotho; ISO 639-3 "nso").
+CC100_EXTRA_CODES = frozenset({"ns"})
 SAMPLINGS = ("proportional", "temperature")
 PROBABILITY_TOLERANCE = 1e-6
 _INSPECTED_FILES: dict[tuple, CorpusFile] = {}
@@ -60,6 +65,8 @@ class CorpusFile:
     builder: str  # the `datasets` packaged builder: "text", "json" or "parquet"
     language_column: str | None
     rows_by_language: dict[str, int]
+    # language -> the values of `language_column` naming it ({"en": ("en", "eng")}); empty without a column.
+    language_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,15 +130,18 @@ def plan_corpus(
         raise ValueError(f"temperature_alpha={temperature_alpha}: expected 0 < alpha <= 1 (XLM-R uses 0.3)")
     if isinstance(sampling, Mapping):
         _check_probabilities(sampling)
+        sampling = {language_code(lang) or lang: p for lang, p in sampling.items()}
     root, urls = _list_files(source)
     files_by_language: dict[str, list[CorpusFile]] = {}
     for url in urls:
-        corpus_file = _inspect_file_once(url, _language_from_path(root, url))
+        corpus_file = _inspect_file_once(url, _path_languages(root, url))
         for lang in corpus_file.rows_by_language:
             files_by_language.setdefault(lang, []).append(corpus_file)
     files_by_language = dict(sorted(files_by_language.items()))
     if languages is not None:
         languages = [languages] if isinstance(languages, str) else list(languages)
+        # Asked for as written in the files or as their ISO 639-1 form: "eng" is "en".
+        languages = list(dict.fromkeys(language_code(lang) or lang for lang in languages))
         for lang in languages:
             if lang not in files_by_language:
                 raise ValueError(f"unknown language code {lang!r}: {source} holds {_preview(files_by_language)}")
@@ -274,63 +284,119 @@ def _builder_of(path: str) -> str | None:
     return BUILDERS.get(_strip_suffixes(PurePosixPath(path).name)[1])
 
 
-def _language_from_path(root: str, url: str) -> str | None:
+def language_code(name: str) -> str | None:
+    """The language a file, folder or column value names, as an ISO 639-1 code where there is one, else None.
+
+    Two letters: an ISO 639-1 code (or CC100's "ns"). Three letters: an ISO 639-2/3 code with an ISO 639-1
+    equivalent, written as that (eng -> en, ger -> de, cmn -> zh, swh -> sw), or one of the XTREME Tatoeba
+    languages without one (ang, tzl, yue, ...). Any other three letters are not taken for a language even when
+    ISO 639-3 lists them: nearly every English three-letter word is a code there (all, raw, new, dev, log, ...).
+    A script, region or CC100 variant after "_" / "-" is kept: zh-Hans, sr_Latn, pt_BR, hi_rom, zho-Hant -> zh-Hant.
+    """
+    match = LANGUAGE_CODE.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        return None
+    base = match["base"]
+    if len(base) == 3:
+        base = TO_ISO_639_1.get(base, base if base in TATOEBA_639_3 else None)
+    elif base not in ISO_639_1 and base not in CC100_EXTRA_CODES:
+        base = None
+    if base is None:
+        return None
+    return base + (match["sep"] + match["variant"] if match["variant"] else "")
+
+
+def _path_languages(root: str, url: str) -> tuple[str, ...]:
+    """The languages the file name's dot-separated parts name (`en.txt`, `cc100.en.jsonl`, `en.dev.txt`, `eng.txt`
+    -> ("en",)), else the nearest folder named by one (`en/part-000.parquet`); more than one when the name is
+    ambiguous (`en.ru.txt`), none when nothing names a language."""
     relative = PurePosixPath(url[len(root) :].lstrip("/") if url.startswith(root) else PurePosixPath(url).name)
     stem = _strip_suffixes(relative.name)[0]
-    candidates = [stem.rsplit(".", 1)[-1], *reversed(relative.parent.parts)]
-    return next((name for name in candidates if LANGUAGE_CODE.fullmatch(name)), None)
+    named = tuple(dict.fromkeys(code for part in stem.split(".") if (code := language_code(part))))
+    if named:
+        return named
+    return next(((code,) for part in reversed(relative.parent.parts) if (code := language_code(part))), ())
 
 
-def _inspect_file_once(url: str, path_language: str | None) -> CorpusFile:
+def _inspect_file_once(url: str, path_languages: tuple[str, ...]) -> CorpusFile:
     """`_inspect_file`, remembered for a local file while its size and modification time stay the same.
 
     The counting pass reads the whole corpus, and run_distil loads each partition separately: without this, a
     5-partition run would read a 27 GB corpus five times before training. Hub files are counted every time.
     """
     if "://" in url:
-        return _inspect_file(url, path_language)
+        return _inspect_file(url, path_languages)
     stat = os.stat(url)
-    key = (url, stat.st_size, stat.st_mtime_ns, path_language)
+    key = (url, stat.st_size, stat.st_mtime_ns, path_languages)
     if key not in _INSPECTED_FILES:
-        _INSPECTED_FILES[key] = _inspect_file(url, path_language)
+        _INSPECTED_FILES[key] = _inspect_file(url, path_languages)
     return _INSPECTED_FILES[key]
 
 
-def _inspect_file(url: str, path_language: str | None) -> CorpusFile:
+def _inspect_file(url: str, path_languages: tuple[str, ...]) -> CorpusFile:
     builder = _builder_of(url)
+    language_values = {}
     if builder == "text":
         columns, rows_by_language = None, None
         rows = count_lines(url)
     elif builder == "parquet":
-        columns, rows, rows_by_language = _inspect_parquet(url)
+        columns, rows, rows_by_language, language_values = _inspect_parquet(url)
     else:
-        columns, rows, rows_by_language = _inspect_json(url)
+        columns, rows, rows_by_language, language_values = _inspect_json(url)
     if columns is not None and "text" not in columns:
         raise ValueError(f"{url} has no 'text' column (columns: {sorted(columns)}): expected a 'text' column")
     if rows == 0:
         raise ValueError(f"{url} is empty: expected at least one text")
     language_column = next((c for c in LANGUAGE_COLUMNS if columns and c in columns), None)
     if language_column is None:
-        if path_language is None:
+        if len(path_languages) > 1:
+            raise ValueError(
+                f"{url}: the file name names several languages ({', '.join(path_languages)}): expected one; rename "
+                f"the file or give it a 'lang'/'language' column"
+            )
+        if not path_languages:
             raise ValueError(
                 f"{url}: cannot tell its language: expected a 'lang'/'language' column, a file named like "
-                f"'en.txt' / 'name.en.jsonl', or a folder named by a language code"
+                f"'en.txt' / 'eng.txt' / 'name.en.jsonl', or a folder named by a language code (ISO 639-1, or 639-3 "
+                f"with a 639-1 equivalent; see docs/data.md)"
             )
-        rows_by_language = {path_language: rows}
-    return CorpusFile(url, builder, language_column, rows_by_language)
+        rows_by_language = {path_languages[0]: rows}
+    return CorpusFile(url, builder, language_column, rows_by_language, language_values)
 
 
 def _inspect_parquet(url: str):
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     with fsspec.open(url, "rb") as handle:
         parquet = pq.ParquetFile(handle)
-        columns = parquet.schema_arrow.names
+        schema = parquet.schema_arrow
+        columns = schema.names
         language_column = next((c for c in LANGUAGE_COLUMNS if c in columns), None)
+        if "text" not in columns:
+            return columns, parquet.metadata.num_rows, None, {}
+        text_type = schema.field("text").type
+        if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+            raise ValueError(
+                f"{url}: row 1: column 'text' holds {text_type} values: expected strings (a string column)"
+            )
+        # Nulls from the footer's statistics; a row group without them (or with nulls) is read to find the row.
+        text_index = schema.get_field_index("text")
+        first_row = 0
+        for group in range(parquet.num_row_groups):
+            meta = parquet.metadata.row_group(group)
+            stats = meta.column(text_index).statistics
+            if stats is None or not stats.has_null_count or stats.null_count:
+                nulls = pc.is_null(parquet.read_row_group(group, columns=["text"]).column(0))
+                if pc.any(nulls).as_py():
+                    row = first_row + pc.index(nulls, True).as_py() + 1
+                    raise ValueError(f"{url}: row {row}: column 'text' is null (NoneType): expected a string")
+            first_row += meta.num_rows
         if language_column is None:
-            return columns, parquet.metadata.num_rows, None
+            return columns, parquet.metadata.num_rows, None, {}
         values = parquet.read(columns=[language_column]).column(0).to_pylist()
-    return columns, len(values), _count_languages(url, values, language_column)
+    return columns, len(values), *_count_languages(url, values, language_column)
 
 
 def _inspect_json(url: str):
@@ -345,7 +411,7 @@ def _inspect_json(url: str):
         numbered = list(enumerate(records, start=1))
     else:
         numbered = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(split_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -369,16 +435,28 @@ def _inspect_json(url: str):
                 raise ValueError(f"{url}:{number}: missing column {language_column!r}: expected it on every row")
             languages.append(record[language_column])
     if columns is None:
-        return None, 0, None
-    rows_by_language = _count_languages(url, languages, language_column) if language_column else None
-    return columns, len(numbered), rows_by_language
+        return None, 0, None, {}
+    if language_column is None:
+        return columns, len(numbered), None, {}
+    lines = [number for number, _ in numbered]
+    return columns, len(numbered), *_count_languages(url, languages, language_column, lines)
 
 
-def _count_languages(url: str, values: list, column: str) -> dict[str, int]:
+def _count_languages(url: str, values: list, column: str, lines: list[int] | None = None):
+    """({language: rows}, {language: the column values naming it}); a value naming no language is refused."""
     counts = Counter(values)
-    bad = next((value for value in counts if not isinstance(value, str) or not LANGUAGE_CODE.fullmatch(value)), None)
-    if bad is not None:
+    codes = {value: language_code(value) for value in counts}
+    bad = [value for value, code in codes.items() if code is None]
+    if bad:
+        bad = bad[0]
+        index = values.index(bad)
+        where = f"{url}:{lines[index]}" if lines else f"{url}: row {index + 1}"
         raise ValueError(
-            f"{url}: unknown language code {bad!r} in column {column!r}: expected codes like 'en', 'hi_rom'"
+            f"{where}: unknown language code {bad!r} ({type(bad).__name__}) in column {column!r}: expected a "
+            f"string such as 'en', 'eng', 'hi_rom', 'zh-Hans'"
         )
-    return dict(sorted(counts.items()))
+    rows_by_language, language_values = Counter(), {}
+    for value, count in counts.items():
+        rows_by_language[codes[value]] += count
+        language_values.setdefault(codes[value], []).append(value)
+    return dict(sorted(rows_by_language.items())), {lang: tuple(sorted(v)) for lang, v in language_values.items()}

@@ -17,6 +17,7 @@ its own exact state inside an IterableDataset (a generator-based one resumes by 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterator
 from copy import copy
 from itertools import chain
@@ -151,8 +152,14 @@ class CorpusStream(_BaseExamplesIterable):
         consumed += np.bincount(order[: first_row - chunk_start], minlength=num_languages)
         order = order[first_row - chunk_start :]
         cycle = plan.sampling != "proportional"
+        slices = {
+            lang: (start + (int(consumed[i]) % (stop - start) if cycle else int(consumed[i])), stop)
+            for i, lang in enumerate(plan.languages)
+            for start, stop in [plan.bounds(lang, partition)]
+        }
+        shared = _shared_files(plan, slices)
         readers = [
-            _LanguageReader(plan.files[lang], lang, *plan.bounds(lang, partition), int(consumed[i]), cycle)
+            _LanguageReader(plan.files[lang], lang, *plan.bounds(lang, partition), int(consumed[i]), cycle, shared)
             for i, lang in enumerate(plan.languages)
         ]
         while order is not None:
@@ -169,8 +176,8 @@ class CorpusStream(_BaseExamplesIterable):
 class _LanguageReader:
     """Texts of one language's partition slice, handed out in bulk: list slices, not one generator step per row."""
 
-    def __init__(self, files, lang: str, start: int, stop: int, first: int, cycle: bool):
-        self._chunks = _slice_chunks(files, lang, start, stop, first, cycle)
+    def __init__(self, files, lang: str, start: int, stop: int, first: int, cycle: bool, shared=None):
+        self._chunks = _slice_chunks(files, lang, start, stop, first, cycle, shared or {})
         self._buffer: list[str] = []
         self._index = 0
 
@@ -185,24 +192,26 @@ class _LanguageReader:
         return texts
 
 
-def _slice_chunks(files, lang: str, start: int, stop: int, first: int, cycle: bool) -> Iterator[list[str]]:
+def _slice_chunks(files, lang: str, start: int, stop: int, first: int, cycle: bool, shared) -> Iterator[list[str]]:
     """Texts of `lang` from row start + first to stop (its partition slice); with `cycle`, then the slice again."""
     position = start + (first % (stop - start) if cycle else first)
     while True:
-        yield from _language_chunks(files, lang, position, stop)
+        yield from _language_chunks(files, lang, position, stop, shared)
         if not cycle:
             return
         position = start
 
 
-def _language_chunks(files, lang: str, begin: int, end: int) -> Iterator[list[str]]:
+def _language_chunks(files, lang: str, begin: int, end: int, shared=None) -> Iterator[list[str]]:
     """Rows [begin, end) of `lang` across its files in stream order; files outside the range are not opened."""
     offset = 0
     for corpus_file in files:
         rows = corpus_file.rows_by_language[lang]
         if offset + rows > begin and offset < end:
             skip, keep = max(begin - offset, 0), min(end, offset + rows) - offset
-            for chunk in _file_chunks(corpus_file, lang):
+            shared_file = (shared or {}).get(corpus_file.url)
+            chunks = shared_file.chunks(lang) if shared_file and shared_file.claim(lang) else None
+            for chunk in chunks or _file_chunks(corpus_file, lang):
                 # `skip` and `keep` count rows of this file from the current chunk on.
                 if skip < len(chunk) and keep > 0:
                     yield chunk[skip:keep]
@@ -214,16 +223,85 @@ def _language_chunks(files, lang: str, begin: int, end: int) -> Iterator[list[st
             return
 
 
+def _shared_files(plan, slices: dict[str, tuple[int, int]]) -> dict[str, _SharedFile]:
+    """One reader for each file several languages of the stream read ([begin, stop) of each in `slices`)."""
+    readers: dict[str, set[str]] = {}
+    corpus_files = {}
+    for lang, (begin, stop) in slices.items():
+        offset = 0
+        for corpus_file in plan.files[lang]:
+            rows = corpus_file.rows_by_language[lang]
+            if corpus_file.language_column is not None and offset + rows > begin and offset < stop:
+                readers.setdefault(corpus_file.url, set()).add(lang)
+                corpus_files[corpus_file.url] = corpus_file
+            offset += rows
+    return {url: _SharedFile(corpus_files[url], langs) for url, langs in readers.items() if len(langs) > 1}
+
+
+class _SharedFile:
+    """A file holding several languages, read once for all of them: each batch is split by language, and the texts
+    of a language that has not reached them yet wait in its queue (proportional interleaving keeps the languages
+    at about the same position, so the queues stay short). Without it, 20 languages read every shard 20 times."""
+
+    def __init__(self, corpus_file, languages: set[str]):
+        self.corpus_file = corpus_file
+        self.queues: dict[str, deque] = {lang: deque() for lang in languages}
+        self._unclaimed = set(languages)
+        self._batches = None  # opened when a language first needs it
+
+    def claim(self, lang: str) -> bool:
+        """True the first time `lang` reads the file (a later pass over its slice reads it on its own)."""
+        if lang not in self._unclaimed:
+            return False
+        self._unclaimed.discard(lang)
+        return True
+
+    def chunks(self, lang: str) -> Iterator[list[str]]:
+        queue = self.queues[lang]
+        try:
+            while True:
+                if queue:
+                    yield queue.popleft()
+                    continue
+                if self._batches is None:
+                    self._batches = _language_batches(self.corpus_file, self.queues)
+                batch = next(self._batches, None)
+                if batch is None:
+                    return
+                for other, other_queue in self.queues.items():
+                    other_queue.append(batch[other])
+        finally:
+            self.queues.pop(lang, None)  # done with this file (or stopped early): nothing more is kept for it
+
+
 def _file_chunks(corpus_file, lang: str) -> Iterator[list[str]]:
     """Texts of `lang` in one file, in file order and in chunks, exactly the rows the counting pass counted."""
     if corpus_file.builder == "text":
-        yield from _text_line_chunks(corpus_file.url)
-    elif corpus_file.builder == "parquet":
-        yield from _parquet_text_chunks(corpus_file.url, corpus_file.language_column, lang)
+        for lines in _text_line_chunks(corpus_file.url):
+            yield list(filter(str.strip, lines))  # blank lines are not rows (count_lines does not count them)
     else:
-        column = corpus_file.language_column
-        for records in _json_record_chunks(corpus_file.url):
-            yield [record["text"] for record in records if column is None or record[column] == lang]
+        for batch in _language_batches(corpus_file, {lang: None}):
+            yield batch[lang]
+
+
+def _language_batches(corpus_file, languages) -> Iterator[dict[str, list[str]]]:
+    """{language: its texts} for each batch of a parquet or JSON file (one language without a language column)."""
+    column, values = corpus_file.language_column, corpus_file.language_values
+    if corpus_file.builder == "parquet":
+        yield from _parquet_language_batches(corpus_file.url, column, {lang: values.get(lang) for lang in languages})
+        return
+    for records in _json_record_chunks(corpus_file.url):
+        if column is None:
+            (lang,) = languages
+            yield {lang: [record["text"] for record in records]}
+            continue
+        names = {value: lang for lang in languages for value in values.get(lang, (lang,))}
+        batch: dict[str, list[str]] = {lang: [] for lang in languages}
+        for record in records:
+            lang = names.get(record[column])
+            if lang is not None:
+                batch[lang].append(record["text"])
+        yield batch
 
 
 def _text_line_chunks(url: str) -> Iterator[list[str]]:
@@ -269,13 +347,20 @@ def _json_record_chunks(url: str) -> Iterator[list[dict]]:
         return
 
 
-def _parquet_text_chunks(url: str, language_column: str | None, lang: str) -> Iterator[list[str]]:
+def _parquet_language_batches(url: str, language_column: str | None, values: dict) -> Iterator[dict[str, list]]:
+    """{language: texts} per parquet batch; `values` maps each language to the column values naming it."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     columns = ["text"] if language_column is None else ["text", language_column]
     with fsspec.open(url, "rb") as handle:
         for batch in pq.ParquetFile(handle).iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
             texts = batch.column(0)
-            if language_column is not None:
-                texts = texts.filter(pc.equal(batch.column(1), lang))
-            yield texts.to_pylist()
+            if language_column is None:
+                (lang,) = values
+                yield {lang: texts.to_pylist()}
+                continue
+            yield {
+                lang: texts.filter(pc.is_in(batch.column(1), value_set=pa.array(named or [lang]))).to_pylist()
+                for lang, named in values.items()
+            }

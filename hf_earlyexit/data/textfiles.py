@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import fsspec
 
 CHUNK_CHARS = 8 << 20
@@ -28,41 +30,63 @@ def read_text(path: str) -> str:
         raise undecodable_line_error(path, raw, error) from None
 
 
+def split_lines(text: str) -> list[str]:
+    """The one line-splitting rule of the package: "\\n", "\\r\\n" and a lone "\\r" end a line, nothing else does.
+
+    U+2028, U+0085, form feeds and the other characters `str.splitlines` also breaks at are text (JSON allows them
+    raw inside strings). A final line break ends the last line; it does not start an empty one.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def read_lines(path: str) -> list[str]:
-    """All lines of a UTF-8 file, newlines stripped, universal newlines like `open()`."""
-    text = read_text(path)
-    return text.replace("\r\n", "\n").replace("\r", "\n").splitlines() if "\r" in text else text.split("\n")
+    """All lines of a UTF-8 file (a leading BOM dropped), split by `split_lines`."""
+    return split_lines(read_text(path))
+
+
+def is_blank(line: str) -> bool:
+    """A line that holds no text (empty or only whitespace): corpus files skip it, in counting and streaming alike."""
+    return not line.strip()
 
 
 def count_lines(path: str) -> int:
-    """Lines as the `datasets` "text" builder yields them (universal newlines, a last line without "\\n" counts).
+    """Non-blank lines as `split_lines` cuts them, i.e. the rows the corpus stream yields from a text file.
 
     Decodes while counting, so a file that would break the stream halfway through is refused before training.
+    Linear in the file size whatever its line lengths: the unfinished line at a chunk's end is carried as one flag
+    (has it any text yet?), never re-joined with the next chunk.
     """
+    decoder = codecs.getincrementaldecoder(TEXT_ENCODING)()
     lines = 0
-    line_before_chunk = 1
-    last_char = "\n"
+    breaks_before_chunk = 0  # universal-newline line breaks in the text decoded so far
+    open_line_has_text = False
+    previous_ended_with_cr = False
     with fsspec.open(path, "rb", compression="infer") as handle:
-        pending = b""
-        while chunk := handle.read(CHUNK_CHARS):
-            raw = pending + chunk
-            # Cut after the last "\n" so neither a multi-byte character nor a "\r\n" is split across chunks.
-            cut = raw.rfind(b"\n") + 1
-            raw, pending = raw[:cut], raw[cut:]
+        while True:
+            chunk = handle.read(CHUNK_CHARS)
             try:
-                text = raw.decode("utf-8")
+                text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as error:
-                raise undecodable_line_error(path, raw, error, line_before_chunk) from None
-            newlines = text.count("\n") + text.count("\r") - text.count("\r\n")
-            lines += newlines
-            line_before_chunk += newlines
+                head = error.object[: error.start]
+                crlf_across = previous_ended_with_cr and head.startswith(b"\n")
+                raise undecodable_line_error(path, error.object, error, 1 + breaks_before_chunk - crlf_across) from None
             if text:
-                last_char = text[-1]
-        if pending:
-            try:
-                text = pending.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise undecodable_line_error(path, pending, error, line_before_chunk) from None
-            lines += text.count("\n") + text.count("\r") - text.count("\r\n")
-            last_char = text[-1]
-    return lines + (last_char not in "\r\n")
+                breaks = text.count("\n") + text.count("\r") - text.count("\r\n")
+                breaks_before_chunk += breaks - (previous_ended_with_cr and text[0] == "\n")
+                previous_ended_with_cr = text[-1] == "\r"
+                # "\r\n" read as two breaks around an empty line: empty lines are not counted, so this is exact.
+                pieces = text.replace("\r", "\n").split("\n")
+                if len(pieces) == 1:
+                    open_line_has_text = open_line_has_text or not is_blank(pieces[0])
+                else:
+                    lines += open_line_has_text or not is_blank(pieces[0])
+                    lines += sum(map(bool, map(str.strip, pieces[1:-1])))
+                    open_line_has_text = not is_blank(pieces[-1])
+            if not chunk:
+                break
+    return lines + open_line_has_text

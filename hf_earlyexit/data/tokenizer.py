@@ -14,6 +14,8 @@ from transformers import XLMRobertaTokenizer
 LEADING_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 MASK_TOKEN = "<mask>"
 CHARACTER_COVERAGE = 0.9995  # sentencepiece's default for large alphabets
+REQUIRED_CHAR_SCORE_STEP = 1e-4  # the Unigram trainer's score step between the characters it adds unscored
+UNSCORED_SPAN = 0.5  # ... all of them within this much of the lowest score (0.5 below the lowest scored piece)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> XLMRobertaTokenizer:
@@ -44,7 +46,37 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000) -> XLMRobertaT
     backend.train_from_iterator(texts, trainer=trainer)
     # The Unigram scores (log-probabilities) are only reachable through the serialised model.
     vocab = [(piece, score) for piece, score in json.loads(backend.to_str())["model"]["vocab"]]
-    return XLMRobertaTokenizer(vocab=vocab + [(MASK_TOKEN, 0.0)], model_max_length=512)
+    return XLMRobertaTokenizer(vocab=_stable_order(vocab) + [(MASK_TOKEN, 0.0)], model_max_length=512)
+
+
+def _stable_order(vocab: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The learnt pieces in an order that does not change run to run: the specials first, then by score, then piece.
+
+    The trainer returns the same pieces every run, but in orders taken from hash sets and maps that Rust seeds
+    afresh in every process: (1) it sums scores in that order, so they differ in the last bits and ties fall either
+    way; (2) the characters it must keep but did not score get made-up scores below every scored piece (the lowest
+    score, then steps of 1e-4 up from it), dealt out in that order. Scores rounded to float32 precision (what
+    SentencePiece stores) fix (1); dealing the made-up scores out in code-point order fixes (2). Same texts, same ids.
+    """
+    specials = len(LEADING_SPECIAL_TOKENS)
+    pieces = [(piece, float(f"{score:.7g}")) for piece, score in vocab[specials:]]
+    if pieces:
+        lowest = min(score for _, score in pieces)
+        unscored = [
+            index
+            for index, (piece, score) in enumerate(pieces)
+            if len(piece) == 1 and score < lowest + UNSCORED_SPAN and _on_step(score - lowest)
+        ]
+        characters = sorted(pieces[index][0] for index in unscored)
+        scores = sorted((pieces[index][1] for index in unscored), reverse=True)
+        for index, character, score in zip(unscored, characters, scores):
+            pieces[index] = (character, score)
+    return vocab[:specials] + sorted(pieces, key=lambda item: (-item[1], item[0]))
+
+
+def _on_step(offset: float) -> bool:
+    steps = offset / REQUIRED_CHAR_SCORE_STEP
+    return abs(steps - round(steps)) < 1e-2
 
 
 def _restrict_to_alphabet(texts: list[str], max_chars: int) -> list[str]:
