@@ -290,13 +290,17 @@ def levers(model, args) -> None:
     mean-pooled last-layer embeddings of real XNLI pairs (six languages), and full-depth speed at batch 32."""
     import shutil
 
+    from hf_earlyexit.deploy.segments import fusable_attention
+
     model.config.exit_layers = [4, 8, 12]
     model.exit_heads = model.exit_heads[:2]
     load = os.getloadavg()
     print(f"levers on e5-small, threads {args.threads}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
-        # Unfused: the "fused" recipes apply the fusions to their copy (export_onnx's default, fuse=True).
-        fp32 = export_onnx(model, Path(tmp) / "fp32", fuse=False)
+        # Traced with the fusable attention but unfused (what export_onnx(fuse=True) traces): the "fused" recipes
+        # apply the fusions to their copy.
+        with fusable_attention(model):
+            fp32 = export_onnx(model, Path(tmp) / "fp32", fuse=False)
         base = OnnxEarlyExitRunner(fp32, num_threads=args.threads)
         pairs = xnli_sentences()
         arrays = dict(base.tokenizer([p for p, _ in pairs], [h for _, h in pairs], padding=True, truncation=True,
@@ -305,7 +309,7 @@ def levers(model, args) -> None:
         reference = mean_pooled(last_hidden(base, arrays), mask)
         runners = {"fp32": base}
         for name, recipe in LEVERS.items():
-            if args.only and not any(fragment in name for fragment in args.only):
+            if args.only and not any(fragment in name or fragment == f"={name}" for fragment in args.only):
                 continue
             folder = Path(tmp) / f"lever{len(runners)}"
             shutil.copytree(fp32, folder)
@@ -411,7 +415,8 @@ def main() -> None:
     parser.add_argument("--e5", default=None, help="converted multilingual-e5-small folder (default: the cache)")
     parser.add_argument("--models", nargs="+", default=["e5-small", "xlmr-base"], choices=["xlmr-base", "e5-small"])
     parser.add_argument("--levers", action="store_true", help="compare int8 recipes on e5-small instead")
-    parser.add_argument("--only", nargs="+", default=None, help="--levers: recipes whose name contains one of these")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="--levers: recipes whose name contains one of these (=NAME: exactly)")
     parser.add_argument("--accuracy", default=None, help="fine-tuned early-exit XNLI model: int8 vs fp32 accuracy")
     parser.add_argument("--per-language", type=int, default=300, help="XNLI dev rows per language (--accuracy)")
     parser.add_argument("--output", default="outputs/bench/onnx_runner.json")

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ def export_onnx(
     quantize: str | None = None,
     opset: int = DEFAULT_OPSET,
     tokenizer=None,
-    fuse: bool = True,
+    fuse: bool = False,
 ) -> Path:
     """Export an early-exit sequence classifier for ONNX Runtime (run it with ``OnnxEarlyExitRunner``).
 
@@ -71,8 +72,10 @@ def export_onnx(
             quantizer; embeddings and heads stay fp32).
         opset: ONNX opset, one of ``SUPPORTED_OPSETS``.
         tokenizer: saved with the graphs so the runner takes texts; defaults to the one in the model's folder.
-        fuse: rewrite the layer runs with ONNX Runtime's transformer fusions (``fuse_transformer_graph``) before
-            the validation and the quantization; the fused operator counts are recorded in the manifest.
+        fuse: trace the layers with ``FUSABLE_ATTENTION`` and rewrite the layer runs with ONNX Runtime's
+            transformer fusions (``fuse_transformer_graph``) before the validation and the quantization; the fused
+            operator counts go into the manifest. Off by default: on the real e5-small the fused graphs ran slower
+            on CPU than the session's own optimisation of the plain graphs, fp32 and int8 (docs/benchmarks.md).
 
     Returns the folder. The fp32 graphs are checked against PyTorch on a padded batch before anything is written
     (max |logit difference| <= 1e-4 at every exit, else ``ExportError``).
@@ -223,7 +226,7 @@ def export_segment(module, example: tuple[torch.Tensor, ...], names: tuple[str, 
         )
 
 
-def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: int, fuse: bool = True) -> None:
+def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: int, fuse: bool = False) -> None:
     from .runner import OnnxEarlyExitRunner
 
     batch = validation_batch(model, min(16, max_length(model, tokenizer)))
@@ -231,7 +234,7 @@ def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: in
         reference = model(**batch, output_exit_logits=True).exit_logits
         hidden = model.base_model.embeddings(input_ids=batch[INPUT_IDS], token_type_ids=batch[TOKEN_TYPE_IDS])
     segments = plan_segments(model.config.exit_layers)
-    with fusable_attention(model):
+    with fusable_attention(model) if fuse else nullcontext():
         for segment in segments:
             module = segment_module(model, segment)
             if segment.kind == "embeddings":
