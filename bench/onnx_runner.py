@@ -382,7 +382,13 @@ def accuracy(folder: str, args) -> None:
     chosen = config.exit_threshold
     print(f"chosen threshold (the model's saved exit_threshold, run_xnli's choice): {chosen}")
     with tempfile.TemporaryDirectory() as tmp:
-        runner = OnnxEarlyExitRunner(export_onnx(model, Path(tmp) / "int8", quantize="int8"), args.threads)
+        if args.lever is None:
+            folder = export_onnx(model, Path(tmp) / "int8", quantize="int8")
+        else:  # another int8 recipe of LEVERS, applied to an fp32 export
+            folder = export_onnx(model, Path(tmp) / "int8")
+            quantize_with(folder, LEVERS[args.lever], config)
+        print(f"int8 recipe: {args.lever or 'INT8_RECIPE (export_onnx default)'}")
+        runner = OnnxEarlyExitRunner(folder, args.threads)
         rows = []
         for name, threshold in (("full depth", 0.0), (f"threshold {chosen}", chosen)):
             torch_scores_at, torch_flops = torch_scores(threshold)
@@ -419,6 +425,7 @@ def main() -> None:
                         help="--levers: recipes whose name contains one of these (=NAME: exactly)")
     parser.add_argument("--accuracy", default=None, help="fine-tuned early-exit XNLI model: int8 vs fp32 accuracy")
     parser.add_argument("--per-language", type=int, default=300, help="XNLI dev rows per language (--accuracy)")
+    parser.add_argument("--lever", default=None, choices=list(LEVERS), help="--accuracy: this int8 recipe instead")
     parser.add_argument("--output", default="outputs/bench/onnx_runner.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
