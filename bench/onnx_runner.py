@@ -21,7 +21,11 @@ at full depth.
 ``--levers`` instead compares int8 recipes on the real e5-small (see ``levers``): mean-pooled last-layer embedding
 cosine to the fp32 graphs on real XNLI sentences of six languages, and the layer stack's speed.
 
-Usage: python bench/onnx_runner.py [--threads 1] [--repeats 5] [--batch1-repeats 15] [--e5 DIR] [--levers]
+``--accuracy DIR`` instead compares XNLI dev accuracy per language, PyTorch fp32 against ORT int8 (``--lever NAME``:
+another recipe of ``LEVERS``), at full depth and at the model's saved threshold (run_xnli's choice).
+
+Usage: python bench/onnx_runner.py [--threads 1] [--repeats 5] [--batch1-repeats 15] [--e5 DIR] [--models ...]
+       [--levers [--only FRAGMENT|=NAME ...]] [--accuracy DIR [--per-language 300] [--lever NAME]]
 """
 
 from __future__ import annotations
