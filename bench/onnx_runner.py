@@ -21,7 +21,11 @@ at full depth.
 ``--levers`` instead compares int8 recipes on the real e5-small (see ``levers``): mean-pooled last-layer embedding
 cosine to the fp32 graphs on real XNLI sentences of six languages, and the layer stack's speed.
 
-Usage: python bench/onnx_runner.py [--threads 1] [--repeats 5] [--batch1-repeats 15] [--e5 DIR] [--levers]
+``--accuracy DIR`` instead compares XNLI dev accuracy per language, PyTorch fp32 against ORT int8 (``--lever NAME``:
+another recipe of ``LEVERS``), at full depth and at the model's saved threshold (run_xnli's choice).
+
+Usage: python bench/onnx_runner.py [--threads 1] [--repeats 5] [--batch1-repeats 15] [--e5 DIR] [--models ...]
+       [--levers [--only FRAGMENT|=NAME ...]] [--accuracy DIR [--per-language 300] [--lever NAME]]
 """
 
 from __future__ import annotations
@@ -182,6 +186,14 @@ LEVERS = {
     "layers, MatMul, per-channel, attention fp32": {"op_types_to_quantize": ["MatMul"], "per_channel": True,
                                                     "exclude": ["/attention/"]},
     "layers, static QDQ, per-channel, calibrated on other XNLI rows": {"static": True},
+    # ORT transformer fusions first (Attention, SkipLayerNormalization, BiasGelu; export_onnx's fuse_transformer_graph)
+    "fused, fp32 (no quantization)": {"fuse": True, "fp32": True},
+    "fused, MatMul per-channel (Attention fp32)": {"fuse": True, "op_types_to_quantize": ["MatMul"],
+                                                   "per_channel": True},
+    "fused, MatMul + Attention (QAttention), per-channel": {"fuse": True, "op_types_to_quantize": ["MatMul", "Attention"],
+                                                             "per_channel": True},
+    "fused, MatMul + Attention (QAttention), per-tensor": {"fuse": True,
+                                                           "op_types_to_quantize": ["MatMul", "Attention"]},
 }
 
 
@@ -214,26 +226,29 @@ def mean_pooled(hidden, mask):
     return pooled / np.linalg.norm(pooled, axis=-1, keepdims=True)
 
 
-def quantize_with(folder: Path, recipe: dict) -> None:
+def quantize_with(folder: Path, recipe: dict, config) -> None:
     """Apply one lever recipe to a copy of an fp32 export (manifest hashes refreshed, as export_onnx does)."""
     import onnx
 
-    from hf_earlyexit.deploy.export import quantize_int8
+    from hf_earlyexit.deploy.export import fuse_transformer_graph, quantize_int8
     from hf_earlyexit.deploy.manifest import MANIFEST_NAME, file_sha256
 
     recipe = dict(recipe)
     exclude, embeddings = recipe.pop("exclude", []), recipe.pop("embeddings", False)
+    fuse, fp32 = recipe.pop("fuse", False), recipe.pop("fp32", False)
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     if recipe.pop("static", False):
         quantize_static_layers(folder, manifest)
         return
     for entry in manifest["segments"]:
-        if entry["kind"] == "layers" or (embeddings and entry["kind"] == "embeddings"):
-            graph = folder / entry["file"]
+        graph = folder / entry["file"]
+        if fuse and entry["kind"] == "layers":
+            fuse_transformer_graph(graph, config)
+        if not fp32 and (entry["kind"] == "layers" or (embeddings and entry["kind"] == "embeddings")):
             names = [node.name for node in onnx.load(graph).graph.node]
             skip = [name for name in names if any(fragment in name for fragment in exclude)]
             quantize_int8(graph, {**recipe, "nodes_to_exclude": skip})
-            entry["sha256"] = file_sha256(graph)
+        entry["sha256"] = file_sha256(graph)
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -279,12 +294,17 @@ def levers(model, args) -> None:
     mean-pooled last-layer embeddings of real XNLI pairs (six languages), and full-depth speed at batch 32."""
     import shutil
 
+    from hf_earlyexit.deploy.segments import fusable_attention
+
     model.config.exit_layers = [4, 8, 12]
     model.exit_heads = model.exit_heads[:2]
     load = os.getloadavg()
     print(f"levers on e5-small, threads {args.threads}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "fp32")
+        # Traced with the fusable attention but unfused (what export_onnx(fuse=True) traces): the "fused" recipes
+        # apply the fusions to their copy.
+        with fusable_attention(model):
+            fp32 = export_onnx(model, Path(tmp) / "fp32", fuse=False)
         base = OnnxEarlyExitRunner(fp32, num_threads=args.threads)
         pairs = xnli_sentences()
         arrays = dict(base.tokenizer([p for p, _ in pairs], [h for _, h in pairs], padding=True, truncation=True,
@@ -293,11 +313,11 @@ def levers(model, args) -> None:
         reference = mean_pooled(last_hidden(base, arrays), mask)
         runners = {"fp32": base}
         for name, recipe in LEVERS.items():
-            if args.only and not any(fragment in name for fragment in args.only):
+            if args.only and not any(fragment in name or fragment == f"={name}" for fragment in args.only):
                 continue
             folder = Path(tmp) / f"lever{len(runners)}"
             shutil.copytree(fp32, folder)
-            quantize_with(folder, recipe)
+            quantize_with(folder, recipe, model.config)
             runners[name] = OnnxEarlyExitRunner(folder, num_threads=args.threads)
         cosines = {}
         for name, runner in runners.items():
@@ -316,8 +336,8 @@ def levers(model, args) -> None:
 
 def accuracy(folder: str, args) -> None:
     """XNLI dev accuracy per language of a fine-tuned early-exit model: PyTorch fp32 against the ONNX int8 runner,
-    at full depth and at the chosen threshold (the largest FLOPs saving whose mean accuracy over the languages is
-    within ``--max-drop`` of full depth in PyTorch, as run_xnli chooses a global threshold)."""
+    at full depth and at the chosen threshold: the model's saved ``exit_threshold``, which run_xnli sets to the
+    global threshold its PyTorch sweep chose (the largest FLOPs saving within ``max_drop`` of full depth)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hf_earlyexit.data.tasks import load_xnli
@@ -340,8 +360,6 @@ def accuracy(folder: str, args) -> None:
                                 max_length=SEQ_LEN, return_tensors="pt")
             yield encoded, torch.tensor(chunk["label"])
 
-    # Fine steps near 1: a weakly trained model's shallow exits are rarely more certain than that.
-    candidates = [0.05 * step for step in range(1, 20)] + [0.96, 0.97, 0.98, 0.99, 0.995, 0.999]
     torch_logits = {}
     with torch.inference_mode():
         for language in languages:
@@ -364,16 +382,19 @@ def accuracy(folder: str, args) -> None:
         return scores, sum(flops)
 
     full, full_flops = torch_scores(0.0)
-    mean = statistics.mean(full.values())
-    chosen = 0.0
-    for threshold in candidates:
-        scores, _ = torch_scores(threshold)
-        if statistics.mean(scores.values()) >= mean - args.max_drop:
-            chosen = threshold
+    # The threshold run_xnli chose (on its PyTorch sweep) and saved as the model's default; never chosen here.
+    chosen = config.exit_threshold
+    print(f"chosen threshold (the model's saved exit_threshold, run_xnli's choice): {chosen}")
     with tempfile.TemporaryDirectory() as tmp:
-        runner = OnnxEarlyExitRunner(export_onnx(model, Path(tmp) / "int8", quantize="int8"), args.threads)
+        if args.lever is None:
+            folder = export_onnx(model, Path(tmp) / "int8", quantize="int8")
+        else:  # another int8 recipe of LEVERS, applied to an fp32 export
+            folder = export_onnx(model, Path(tmp) / "int8")
+            quantize_with(folder, LEVERS[args.lever], config)
+        print(f"int8 recipe: {args.lever or 'INT8_RECIPE (export_onnx default)'}")
+        runner = OnnxEarlyExitRunner(folder, args.threads)
         rows = []
-        for name, threshold in (("full depth", 0.0), (f"threshold {chosen:g}", chosen)):
+        for name, threshold in (("full depth", 0.0), (f"threshold {chosen}", chosen)):
             torch_scores_at, torch_flops = torch_scores(threshold)
             int8_scores, int8_flops = {}, 0.0
             for language in languages:
@@ -404,10 +425,11 @@ def main() -> None:
     parser.add_argument("--e5", default=None, help="converted multilingual-e5-small folder (default: the cache)")
     parser.add_argument("--models", nargs="+", default=["e5-small", "xlmr-base"], choices=["xlmr-base", "e5-small"])
     parser.add_argument("--levers", action="store_true", help="compare int8 recipes on e5-small instead")
-    parser.add_argument("--only", nargs="+", default=None, help="--levers: recipes whose name contains one of these")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="--levers: recipes whose name contains one of these (=NAME: exactly)")
     parser.add_argument("--accuracy", default=None, help="fine-tuned early-exit XNLI model: int8 vs fp32 accuracy")
     parser.add_argument("--per-language", type=int, default=300, help="XNLI dev rows per language (--accuracy)")
-    parser.add_argument("--max-drop", type=float, default=0.01, help="mean accuracy drop the chosen threshold may cost")
+    parser.add_argument("--lever", default=None, choices=list(LEVERS), help="--accuracy: this int8 recipe instead")
     parser.add_argument("--output", default="outputs/bench/onnx_runner.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -132,6 +132,30 @@ def test_export_writes_one_graph_per_segment_and_a_manifest(exported, model):
     assert inputs["attention_mask"] == ["batch", "sequence"] and inputs["hidden_states"][:2] == ["batch", "sequence"]
 
 
+def test_fused_export_has_onnx_runtime_attention_and_still_matches_pytorch(exported, model, tokenizer, tmp_path,
+                                                                          batch):
+    # fuse=True traces the layers with the Div-scaled eager attention, so ONNX Runtime's BERT fusion finds the
+    # pattern beside the additive mask (with the eager "* scaling" or SDPA it fuses no Attention at all).
+    import onnx
+
+    fused = export_onnx(model, tmp_path / "fused", tokenizer=tokenizer, fuse=True)
+    manifest = json.loads((fused / MANIFEST_NAME).read_text())
+    assert manifest["fusions"] == {"Attention": 4, "BiasGelu": 4, "SkipLayerNormalization": 8}
+    ops = {node.op_type for node in onnx.load(fused / "layers_03_04.onnx").graph.node}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= ops and "Softmax" not in ops
+    assert model.config._attn_implementation == "sdpa"  # the export's attention was put back
+    assert "fusions" not in json.loads((exported / MANIFEST_NAME).read_text())  # the default: unfused
+    assert "Softmax" in {node.op_type for node in onnx.load(exported / "layers_03_04.onnx").graph.node}
+    # fused graphs on a padded batch: every exit within 1e-4 of PyTorch (what the export validated), and int8 of them
+    with torch.no_grad():
+        reference = model(**batch, output_exit_logits=True).exit_logits
+    got = OnnxEarlyExitRunner(fused, 1).exit_logits(numpy_batch(batch))
+    assert max(float(abs(g - w.numpy()).max()) for g, w in zip(got, reference)) <= 1e-4
+    int8 = export_onnx(model, tmp_path / "fused-int8", tokenizer=tokenizer, fuse=True, quantize="int8")
+    ops = {node.op_type for node in onnx.load(int8 / "layers_03_04.onnx").graph.node}
+    assert "Attention" in ops and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
+
+
 def test_state_dict_sha256_changes_with_any_weight(model):
     changed = XLMRobertaForEarlyExit(model.config)
     changed.load_state_dict(model.state_dict())
@@ -293,6 +317,8 @@ def test_unsupported_opset_and_quantization_are_refused_before_any_work(model, t
         export_onnx(model, tmp_path / "out", opset=opset)
     with pytest.raises(ExportError, match=r"quantize='int4'; expected one of \(None, 'int8'\)"):
         export_onnx(model, tmp_path / "out", quantize="int4")
+    with pytest.raises(ExportError, match=r"fuse='yes'; expected True or False"):
+        export_onnx(model, tmp_path / "out", fuse="yes")
     assert list(tmp_path.iterdir()) == []
 
 

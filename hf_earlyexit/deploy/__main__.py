@@ -1,4 +1,4 @@
-"""``python -m hf_earlyexit.deploy export CHECKPOINT OUTPUT_DIR [--quantize int8] [--opset N]`` and
+"""``python -m hf_earlyexit.deploy export CHECKPOINT OUTPUT_DIR [--quantize int8] [--opset N] [--fuse]`` and
 ``python -m hf_earlyexit.deploy run OUTPUT_DIR TEXT [TEXT ...] [--exit-threshold T] [--num-threads N]``.
 
 A bad checkpoint, option or folder ends with its one-line message and exit code 2.
@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     export.add_argument("output_dir")
     export.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights for the layer runs")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    export.add_argument("--fuse", action="store_true",
+                        help="ONNX Runtime transformer fusions on the layer runs (measured slower on CPU; off)")
     run = commands.add_parser("run", help="classify texts with an export; prints one JSON result per line")
     run.add_argument("output_dir")
     run.add_argument("texts", nargs="+")
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
-            print(export_onnx(args.checkpoint, args.output_dir, quantize=args.quantize, opset=args.opset))
+            print(export_onnx(args.checkpoint, args.output_dir, quantize=args.quantize, opset=args.opset,
+                              fuse=args.fuse))
         else:
             from .runner import OnnxEarlyExitRunner
 

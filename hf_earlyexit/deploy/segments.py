@@ -11,6 +11,7 @@ the graph, so the runner only ever slices ``(rows, seq)`` arrays.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,39 @@ def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     attention implementation of transformers takes as is (``create_bidirectional_mask`` returns a 4-D mask
     unchanged), so eager and SDPA layers export alike."""
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+# The attention the layer runs are exported with (registered with transformers' AttentionInterface on first use):
+# eager attention with the scores divided by sqrt(head_dim) instead of multiplied by its inverse. Same numbers
+# (within float rounding), but the graph then has the one pattern ONNX Runtime's BERT Attention fusion matches beside
+# our additive mask: ``Softmax(Add(Div(MatMul(q, k)), Mul(Sub(1, Cast(Unsqueeze(Unsqueeze(mask)))))))``. With the
+# eager ``* scaling`` the fusion looks for the mask's Mul and finds the scaling Mul first (no Attention fused); the
+# SDPA export splits the scaling over q and k (no fusion either).
+FUSABLE_ATTENTION = "hf_earlyexit_onnx_fusable"
+
+
+def fusable_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) / (1.0 / scaling)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = nn.functional.softmax(scores, dim=-1)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+@contextmanager
+def fusable_attention(model):
+    """Run ``model`` with ``FUSABLE_ATTENTION`` inside the block (for tracing), its own attention again after."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FUSABLE_ATTENTION, fusable_attention_forward)  # idempotent
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(FUSABLE_ATTENTION)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)
 
 
 class EmbeddingsSegment(nn.Module):
