@@ -81,6 +81,7 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
             "exit_layers": [1, 2, 3],
             "exit_criterion": "entropy",
             "exit_granularity": "sequence",
+            "pooling": "mean",
             "parameters": 2_500_000,
             "parameters_without_embeddings": 400_000,
         },
@@ -140,6 +141,9 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
             "distillation.partitions[0].metric_by_language.en",
         ),
         (lambda r: r["distillation"].update(losses=["mse"]), "distillation.losses"),
+        (lambda r: r["model"].update(pooling="max"), "model.pooling"),
+        (lambda r: r["model"].update(exit_granularity="token"), "model.pooling"),  # token exits pool nothing
+        (lambda r: r["distillation"].update(partition_eval=["probe"]), "distillation.partition_eval"),
     ],
 )
 def test_validate_results_names_the_bad_field_in_one_line(mutate, field):
@@ -189,6 +193,7 @@ def test_build_results_rejects_an_unknown_task():
 
 def test_report_tables_carry_the_numbers_of_results(tmp_path):
     results = make_results(partitions=3)
+    results["distillation"]["partition_eval"] = "a linear probe of the frozen student"
     text = write_report(results, tmp_path, plot_files=["xnli_metric_vs_flops.png"]).read_text()
     for lang in LANGS:
         entry = results["languages"][lang]
@@ -203,6 +208,8 @@ def test_report_tables_carry_the_numbers_of_results(tmp_path):
     assert "| 0.4 | 79.20 (30.00) |" in text  # threshold table: en at 0.4
     assert "| threshold 0.2 | 9.25 | 210.00 | 44.2 |" in text  # efficiency
     assert "| 2 | 9.00 M | 60.00 | 60.00 | 60.00 |" in text  # partitions: cumulative tokens (3 x 3 x 1M)
+    assert "Each partition's checkpoint evaluated by a linear probe of the frozen student." in text
+    assert "-level exits, heads read the mean over the real tokens." in text  # model.pooling
     assert "![xnli_metric_vs_flops](xnli_metric_vs_flops.png)" in text
     assert "Random-weights" not in text
 
@@ -213,6 +220,9 @@ def test_report_labels_random_weights_and_token_sweeps():
     assert "### Token-level exits" in text
     assert "entity F1 full depth (%)" in text
     assert "Distillation data" not in text
+    results = make_results(task="wikiann")
+    results["model"]["pooling"] = "first"
+    assert "mean over the real tokens" not in render_report(results)
 
 
 # ---- plots -----------------------------------------------------------------------------------------------------
