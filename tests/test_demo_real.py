@@ -34,9 +34,16 @@ pytestmark = [pytest.mark.real_weights, pytest.mark.real_data, pytest.mark.slow]
 def student(e5_small_dir, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.chdir(REPO)  # the demo configs name ../shared/data relative to the repository root
     out = tmp_path_factory.mktemp("student")
+    # The demo's partition probe, on fewer rows: 60 English NLI pairs, 12 XNLI dev pairs per language.
+    probe = tmp_path_factory.mktemp("probe") / "xnli_probe.yaml"
+    probe.write_text(
+        (DEMO / "xnli_probe.yaml").read_text().replace("max_train_samples: 800", "max_train_samples: 60")
+        .replace("max_eval_samples: 120", "max_eval_samples: 12")
+    )  # fmt: skip
     summary = load_example("run_distil").main(
         [str(DEMO / "distil.yaml"), "--teacher_name_or_path", str(e5_small_dir), "--output_dir", str(out),
-         "--partitions", "0", "1", "--steps_per_partition", "2", "--warmup_steps", "1"]
+         "--partitions", "0", "1", "--steps_per_partition", "2", "--warmup_steps", "1",
+         "--eval_task_config", str(probe), "--eval_method", "linear_probe"]
     )  # fmt: skip
     return out, summary
 
@@ -53,6 +60,11 @@ def test_the_student_is_teacher_layers_2_to_12_trained_with_the_teachers_lexicon
     for entry in summary["partitions"]:
         assert set(entry["tokens_by_language"]) == set(LANGUAGES)
         assert all(count > 0 for count in entry["tokens_by_language"].values())
+        # the linear probe's zero-shot accuracy per language (12 pairs each, so a multiple of 1/12)
+        assert set(entry["metric_by_language"]) == set(LANGUAGES)
+        assert all(round(12 * acc, 6).is_integer() for acc in entry["metric_by_language"].values())
+    assert summary["partition_eval"].startswith("linear probe of the frozen student: mean-pooled last layer")
+    assert "60 English NLI pairs" in summary["partition_eval"] and "12 pairs per language" in summary["partition_eval"]
     teacher = AutoModelForMaskedLM.from_pretrained(e5_small_dir)
     trained = AutoModelForMaskedLM.from_pretrained(out)
     assert trained.config.num_hidden_layers == 6 and trained.config.hidden_size == 384
@@ -102,7 +114,9 @@ def demo_answers(text_pipe, token_pipe) -> dict:
 def test_a_short_task_run_writes_real_results_and_a_model_that_loads_and_answers(task, student, task_runs):
     out, results = task_runs[task]
     assert results["random_weights"] is False and set(results["languages"]) == set(LANGUAGES)
-    assert "mechanics" not in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "mechanics" not in report
+    assert "Each partition's checkpoint evaluated by linear probe of the frozen student" in report
     assert all(entry["num_examples"] == 24 for entry in results["languages"].values())
     saved = json.loads((out / "config.json").read_text())
     assert saved["pooling"] == results["model"]["pooling"] == ("mean" if task == "xnli" else "first")
