@@ -267,3 +267,17 @@ def test_plots_reject_what_they_cannot_draw(tmp_path):
 def test_results_is_plain_json():
     results = make_results(partitions=2, sweep_token=False)
     assert json.loads(json.dumps(results)) == results
+
+
+def test_the_demo_summary_prints_the_partition_curve_once(tmp_path):
+    from test_examples import load_example
+
+    summary = load_example("demo_summary")
+    results = make_results(partitions=2)
+    results["distillation"]["partition_eval"] = "a linear probe"
+    save_results(results, tmp_path)
+    curve = summary.partition_curve(tmp_path)
+    assert curve.splitlines()[0] == "distillation partitions (a linear probe):"
+    assert curve.splitlines()[-1].split() == ["1"] + ["55.0%"] * len(LANGS)  # 0.5 + 0.05 * partition
+    save_results(make_results(), tmp_path)  # no distillation record: nothing to draw
+    assert summary.partition_curve(tmp_path) is None
