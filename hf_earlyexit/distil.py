@@ -120,7 +120,7 @@ class CorpusArguments:
         metadata={
             "help": "finetune: fine-tune each partition's student with eval_task_config and evaluate it at full "
             "depth | linear_probe (xnli only): a logistic regression on the frozen student's pooled features "
-            "(hf_earlyexit.evaluation.probe), seconds instead of a fine-tune"
+            "(hf_earlyexit.evaluation.probe): one encoding pass instead of a fine-tune"
         },
     )
 
