@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole job on real multilingual weights (the embedded default): the converted multilingual-e5-small (12 layers,
 # the real XLM-R tokenizer) as teacher → task-agnostic distillation into a 6-layer student (teacher layers 2,4,...,12)
-# over the 5 language-aligned partitions of ../shared/data/text/news, with a short XNLI check of each partition's
+# over the 5 language-aligned partitions of ../shared/data/text/news, with a linear XNLI probe of each partition's
 # student → exit fine-tuning on English NLI pairs and on PAN-X English → zero-shot evaluation per language on XNLI
 # dev and PAN-X dev, threshold sweeps, FLOPs, latency, memory → report, plots, model cards, summary.
 # Falls back to the tiny random-weights chain (examples/demo_tiny.sh, `make demo-tiny`) with a one-line notice when
@@ -40,9 +40,9 @@ if [ -z "${DEMO_TEACHER:-}" ]; then
 fi
 TEACHER=$DEMO_TEACHER
 echo "teacher: $TEACHER"
-step "2/4 distillation 12 -> 6 layers over 5 partitions of text/news (+ a short XNLI check per partition)"
+step "2/4 distillation 12 -> 6 layers over 5 partitions of text/news (+ a linear XNLI probe of each partition's student)"
 $PYTHON examples/run_distil.py "$DEMO/distil.yaml" --teacher_name_or_path "$TEACHER" --output_dir "$OUT/student" \
-  --overwrite_output_dir true --eval_task_config "$DEMO/xnli_partition.yaml"
+  --overwrite_output_dir true --eval_task_config "$DEMO/xnli_probe.yaml" --eval_method linear_probe
 # Steps 3 and 4 only read the student: they run side by side, one core each (PAN-X's log follows XNLI's).
 threads=$(( OMP_NUM_THREADS > 1 ? OMP_NUM_THREADS / 2 : 1 ))
 step "3+4/4 XNLI (exit fine-tuning on English NLI, zero-shot XNLI dev per language, threshold sweep) beside PAN-X

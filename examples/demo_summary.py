@@ -25,6 +25,25 @@ def summarize(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def partition_curve(folder: Path) -> str | None:
+    """The distillation record's per-partition metric per language (the accuracy-vs-distillation-data curve)."""
+    distillation = load_results(folder / "results.json").get("distillation") or {}
+    partitions = [part for part in distillation.get("partitions", []) if part["metric_by_language"]]
+    if not partitions:
+        return None
+    languages = list(partitions[0]["metric_by_language"])
+    lines = [f"distillation partitions ({distillation.get('partition_eval', 'metric per language')}):"]
+    lines.append("  partition " + " ".join(f"{lang:>6}" for lang in languages))
+    for part in partitions:
+        cells = " ".join(f"{part['metric_by_language'][lang] * 100:>5.1f}%" for lang in languages)
+        lines.append(f"  {part['partition']:>9} {cells}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for argument in sys.argv[1:]:
-        print(summarize(Path(argument)))
+    folders = [Path(argument) for argument in sys.argv[1:]]
+    curve = next((text for text in map(partition_curve, folders) if text), None)
+    if curve:
+        print(curve)
+    for folder in folders:
+        print(summarize(folder))

@@ -25,6 +25,7 @@ from .data.resume import StreamCheckpointCallback
 from .distillation import DistillationArguments, DistillationTrainer
 from .distillation.layer_maps import resolve_layer_map
 from .distillation.student_init import compact_student, student_from_teacher_layers
+from .evaluation.probe import linear_probe_xnli
 from .hub import DISTILLATION_IGNORE_PATTERNS, push_finished_folder, take_push_settings
 from .run_outputs import prepare_output_dir
 from .vocab import trim_vocabulary, vocabulary_summary
@@ -77,6 +78,9 @@ class DistilModelArguments:
                 raise ValueError(f"{name}={getattr(self, name)}; expected a positive integer")
 
 
+EVAL_METHODS = ("finetune", "linear_probe")
+
+
 @dataclass
 class CorpusArguments:
     corpus: str = field(default=DEFAULT_CORPUS, metadata={"help": "Hub dataset id, local folder or glob"})
@@ -111,6 +115,14 @@ class CorpusArguments:
         },
     )
     eval_task: str = field(default="xnli", metadata={"help": "xnli | wikiann: the task of eval_task_config"})
+    eval_method: str = field(
+        default="finetune",
+        metadata={
+            "help": "finetune: fine-tune each partition's student with eval_task_config and evaluate it at full "
+            "depth | linear_probe (xnli only): a logistic regression on the frozen student's pooled features "
+            "(hf_earlyexit.evaluation.probe): one encoding pass instead of a fine-tune"
+        },
+    )
 
     def __post_init__(self):
         if self.block_size < 8:
@@ -121,6 +133,10 @@ class CorpusArguments:
             raise ValueError(f"eval_task_config={self.eval_task_config!r} does not exist; expected a YAML/JSON file")
         if self.eval_task not in ("xnli", "wikiann"):
             raise ValueError(f"eval_task={self.eval_task!r}; expected xnli or wikiann")
+        if self.eval_method not in EVAL_METHODS:
+            raise ValueError(f"eval_method={self.eval_method!r}; expected one of {EVAL_METHODS}")
+        if self.eval_method == "linear_probe" and self.eval_task != "xnli":
+            raise ValueError(f"eval_method=linear_probe probes sentence pairs; eval_task={self.eval_task!r}, expected xnli")
         if self.partitions is not None and (not self.partitions or self.partitions != sorted(set(self.partitions))):
             # partition-k/ is the student after partitions[:k+1]: the data-size curve needs them in order
             raise ValueError(f"partitions={self.partitions}; expected distinct partition indices in increasing order")
@@ -301,9 +317,15 @@ def run_distillation(
         summary["partitions"].append(entry)
     if corpus_args.eval_task_config:
         for entry in summary["partitions"]:
-            entry["metric_by_language"] = evaluate_checkpoint(
-                corpus_args.eval_task, corpus_args.eval_task_config, entry["checkpoint"]
-            )
+            if corpus_args.eval_method == "linear_probe":
+                probe = linear_probe_xnli(entry["checkpoint"], corpus_args.eval_task_config)
+                entry["metric_by_language"] = probe["metric_by_language"]
+                summary["partition_eval"] = describe_probe(probe)
+            else:
+                entry["metric_by_language"] = evaluate_checkpoint(
+                    corpus_args.eval_task, corpus_args.eval_task_config, entry["checkpoint"]
+                )
+                summary["partition_eval"] = f"{corpus_args.eval_task} fine-tune with {corpus_args.eval_task_config}"
     (output_dir / "distillation.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (output_dir / "distillation_args.json").write_text(
         json.dumps({**asdict(model_args), **asdict(corpus_args)}, indent=2), encoding="utf-8"
@@ -311,6 +333,16 @@ def run_distillation(
     if hub.push:
         summary["push_error"] = push_finished_folder(output_dir, hub, DISTILLATION_IGNORE_PATTERNS)
     return summary
+
+
+def describe_probe(probe: dict) -> str:
+    """distillation.json's `partition_eval`: what the per-partition metric is, in one line for report and card."""
+    return (
+        f"linear probe of the frozen student: {probe['pooling']}-pooled last layer, [u, v, |u-v|, u*v] pair features, "
+        f"logistic regression (C={probe['C']:g}, cross-validated) fitted on {probe['num_train']:,} English NLI pairs, "
+        "zero-shot XNLI dev accuracy "
+        f"({probe['num_eval']:,} pairs per language)"
+    )
 
 
 def evaluate_checkpoint(task: str, config_path: str, checkpoint: str) -> dict[str, float]:

@@ -29,6 +29,8 @@ from .evaluation.report import (
     efficiency_table,
     language_table,
     metric_title,
+    partition_eval_lines,
+    pooling_clause,
     recipe_lines,
     threshold_table,
 )
@@ -259,7 +261,8 @@ def _summary(card: EarlyExitCardData) -> str:
     tasks = " and ".join(TASK_TITLES[results["task"]] for results in card.results)
     return (
         f"An early-exit `{model['model_type']}` model with {model['num_layers']} layers and exits after layers "
-        f"{model['exit_layers']} (criterion `{model['exit_criterion']}`, {model['exit_granularity']}-level exits), "
+        f"{model['exit_layers']} (criterion `{model['exit_criterion']}`, {model['exit_granularity']}-level exits"
+        f"{pooling_clause(model)}), "
         f"evaluated per language on {tasks} ({', '.join(card.languages)}). Each example leaves at the first exit "
         "where it is confident enough, so easy inputs cost fewer layers."
     ) + _trimming_sentence(model.get("vocabulary_trimming"))
@@ -289,7 +292,8 @@ def _recipe_section(card: EarlyExitCardData) -> str:
     if distillation:
         table = distillation_table({**card.results[0], "distillation": distillation})
         if table:
-            parts += ["Data per distillation partition (the checkpoint after each partition, evaluated):", table]
+            parts += ["Data per distillation partition (the checkpoint after each partition, evaluated):"]
+            parts += [*partition_eval_lines(distillation), table]
     return "\n\n".join(parts)
 
 

@@ -189,8 +189,11 @@ def test_bad_card_input_fails_before_writing(tmp_path):
 def test_card_takes_the_distillation_record_as_recipe(tmp_path):
     folder, results = card_folder(tmp_path)
     record = make_results(partitions=2)["distillation"]
+    record["partition_eval"] = "a linear probe of the frozen student"
     text = create_model_card(folder, results=results[1], recipe=record).read_text()
     assert "- teacher: `FacebookAI/xlm-roberta-large`" in text
+    assert "Each partition's checkpoint evaluated by a linear probe of the frozen student." in text
+    assert "-level exits, heads read the mean over the real tokens)" in text  # model.pooling of make_results
     assert "- partition 1 tokens: en 1.00 M, ru 1.00 M, sw 1.00 M" in text
     assert "| 1 | 6.00 M |" in text  # cumulative tokens of the checkpoint after partition 1
     assert "partitions:" not in text  # not dumped raw

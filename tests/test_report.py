@@ -81,6 +81,7 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
             "exit_layers": [1, 2, 3],
             "exit_criterion": "entropy",
             "exit_granularity": "sequence",
+            "pooling": "mean",
             "parameters": 2_500_000,
             "parameters_without_embeddings": 400_000,
         },
@@ -154,6 +155,9 @@ def make_results(task="xnli", random_weights=False, partitions=0, sweep_token=Fa
             "distillation.partitions[0].metric_by_language.en",
         ),
         (lambda r: r["distillation"].update(losses=["mse"]), "distillation.losses"),
+        (lambda r: r["model"].update(pooling="max"), "model.pooling"),
+        (lambda r: r["model"].update(exit_granularity="token"), "model.pooling"),  # token exits pool nothing
+        (lambda r: r["distillation"].update(partition_eval=["probe"]), "distillation.partition_eval"),
     ],
 )
 def test_validate_results_names_the_bad_field_in_one_line(mutate, field):
@@ -203,6 +207,7 @@ def test_build_results_rejects_an_unknown_task():
 
 def test_report_tables_carry_the_numbers_of_results(tmp_path):
     results = make_results(partitions=3)
+    results["distillation"]["partition_eval"] = "a linear probe of the frozen student"
     text = write_report(results, tmp_path, plot_files=["xnli_metric_vs_flops.png"]).read_text()
     for lang in LANGS:
         entry = results["languages"][lang]
@@ -222,6 +227,8 @@ def test_report_tables_carry_the_numbers_of_results(tmp_path):
         "inputs input_ids, attention_mask."
     ) in text
     assert "| 2 | 9.00 M | 60.00 | 60.00 | 60.00 |" in text  # partitions: cumulative tokens (3 x 3 x 1M)
+    assert "Each partition's checkpoint evaluated by a linear probe of the frozen student." in text
+    assert "-level exits, heads read the mean over the real tokens." in text  # model.pooling
     assert "![xnli_metric_vs_flops](xnli_metric_vs_flops.png)" in text
     assert "Random-weights" not in text
 
@@ -232,6 +239,9 @@ def test_report_labels_random_weights_and_token_sweeps():
     assert "### Token-level exits" in text
     assert "entity F1 full depth (%)" in text
     assert "Distillation data" not in text
+    results = make_results(task="wikiann")
+    results["model"]["pooling"] = "first"
+    assert "mean over the real tokens" not in render_report(results)
 
 
 # ---- plots -----------------------------------------------------------------------------------------------------
@@ -276,3 +286,17 @@ def test_plots_reject_what_they_cannot_draw(tmp_path):
 def test_results_is_plain_json():
     results = make_results(partitions=2, sweep_token=False)
     assert json.loads(json.dumps(results)) == results
+
+
+def test_the_demo_summary_prints_the_partition_curve_once(tmp_path):
+    from test_examples import load_example
+
+    summary = load_example("demo_summary")
+    results = make_results(partitions=2)
+    results["distillation"]["partition_eval"] = "a linear probe"
+    save_results(results, tmp_path)
+    curve = summary.partition_curve(tmp_path)
+    assert curve.splitlines()[0] == "distillation partitions (a linear probe):"
+    assert curve.splitlines()[-1].split() == ["1"] + ["55.0%"] * len(LANGS)  # 0.5 + 0.05 * partition
+    save_results(make_results(), tmp_path)  # no distillation record: nothing to draw
+    assert summary.partition_curve(tmp_path) is None

@@ -63,6 +63,7 @@ def describe_model(model, name_or_path: str) -> dict[str, Any]:
         "exit_layers": list(config.exit_layers),
         "exit_criterion": config.exit_criterion,
         "exit_granularity": getattr(config, "exit_granularity", "sequence"),
+        "pooling": getattr(config, "pooling", "first"),
         "parameters": total,
         "parameters_without_embeddings": without_embeddings,
     }

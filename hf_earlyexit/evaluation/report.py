@@ -204,6 +204,18 @@ def distillation_table(results: Mapping[str, Any]) -> str | None:
     return _table(header, rows)
 
 
+def pooling_clause(model: Mapping[str, Any]) -> str:
+    """", heads read the mean over the real tokens" for mean-pooled sequence heads (results.json's model.pooling);
+    nothing for the first-token default or older files without the field."""
+    return ", heads read the mean over the real tokens" if model.get("pooling") == "mean" else ""
+
+
+def partition_eval_lines(distillation: Mapping[str, Any]) -> list[str]:
+    """What the per-partition metric of the distillation-data table is (distillation.json's `partition_eval`)."""
+    described = distillation.get("partition_eval")
+    return [f"Each partition's checkpoint evaluated by {described}."] if described else []
+
+
 def recipe_lines(distillation: Mapping[str, Any] | None) -> list[str]:
     if not distillation:
         return []
@@ -243,7 +255,8 @@ def render_report(results: Mapping[str, Any], plot_files: Sequence[str] = ()) ->
         sections.append(f"> {RANDOM_WEIGHTS_NOTE}")
     sections.append(
         f"Model `{model['name_or_path']}` ({model['model_type']}), {model['num_layers']} layers, exits at "
-        f"{model['exit_layers']}, criterion `{model['exit_criterion']}`, {model['exit_granularity']}-level exits. "
+        f"{model['exit_layers']}, criterion `{model['exit_criterion']}`, {model['exit_granularity']}-level exits"
+        f"{pooling_clause(model)}. "
         f"Fine-tuned on `{results['train_language']}`, evaluated zero-shot on the other languages. The chosen "
         f"threshold is the one with the largest FLOPs saving whose {metric_title(results)} is at most "
         f"{100 * results['max_drop']:.2f} points below full depth on that language; the global threshold "
@@ -258,7 +271,7 @@ def render_report(results: Mapping[str, Any], plot_files: Sequence[str] = ()) ->
     sections += ["## Efficiency", efficiency_table(results)]
     table = distillation_table(results)
     if table is not None:
-        sections += ["## Distillation data", table]
+        sections += ["## Distillation data", *partition_eval_lines(results["distillation"]), table]
     recipe = recipe_lines(results.get("distillation"))
     if recipe:
         sections += ["## Distillation recipe", "\n".join(recipe)]

@@ -14,6 +14,7 @@ from typing import Any
 
 TASK_METRICS = {"xnli": "accuracy", "wikiann": "f1"}
 GRANULARITIES = ("sequence", "token")
+POOLINGS = ("first", "mean")  # modeling.configuration_early_exit.POOLINGS; this module stays free of torch
 ROW_KEYS = (
     "threshold",
     "metric",
@@ -139,6 +140,14 @@ def validate_results(results: Any) -> None:
     _require(
         model["exit_granularity"] in GRANULARITIES, "model.exit_granularity", model["exit_granularity"], GRANULARITIES
     )
+    if "pooling" in model:  # absent in results.json files written before it existed
+        _require(model["pooling"] in POOLINGS, "model.pooling", model["pooling"], POOLINGS)
+        _require(
+            model["pooling"] == "first" or model["exit_granularity"] == "sequence",
+            "model.pooling",
+            model["pooling"],
+            "'first' for token-level exits (each token is classified; nothing is pooled)",
+        )
 
     _validate_trimming(model.get("vocabulary_trimming"))
 
@@ -320,8 +329,9 @@ def validate_distillation(distillation: Any) -> None:
             _check_positive_int(part, "steps", where)
         if "checkpoint" in part:
             _check_type(part, "checkpoint", str, where)
-    if distillation.get("corpus") is not None:
-        _check_type(distillation, "corpus", str, "distillation")
+    for key in ("corpus", "partition_eval"):
+        if distillation.get(key) is not None:
+            _check_type(distillation, key, str, "distillation")
     losses = distillation.get("losses")
     _require(losses is None or isinstance(losses, Mapping), "distillation.losses", losses, "an object or null")
     if distillation.get("block_size") is not None:
