@@ -480,45 +480,96 @@ def _pts(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def verdicts(summary: dict) -> dict[str, dict]:
-    """Targets (a)-(e), each met/missed with the measured reason (held-out thresholds; see the module docstring)."""
-    xnli, ner = summary["xnli"], summary["wikiann"]
-    out = {}
+DISTILLED_ARMS = ("distilled", "twostage")
+
+
+def _best(arms: dict) -> str | None:
+    """The distilled arm with the higher mean full-depth metric (None when neither ran)."""
+    present = [arm for arm in DISTILLED_ARMS if arm in arms]
+    return max(present, key=lambda arm: arms[arm]["mean"]["full_depth"]) if present else None
+
+
+def _target_a(xnli: dict, ner: dict) -> dict:
     t = xnli["teacher"]["mean"]
     drop, saving = t["full_depth"] - t["heldout_metric"], t["heldout_saving"]
-    out["a"] = {"met": saving >= 0.40 and drop <= 0.01 + 1e-9,
-                "reason": f"teacher at the held-out threshold {xnli['teacher']['heldout_threshold']}: saves "
-                          f"{_pts(saving)} % FLOPs at a mean drop of {_pts(drop)} points (oracle global threshold "
-                          f"on dev: {_pts(t.get('oracle_global_saving', float('nan')))} %)"}  # fmt: skip
-    plain_x = xnli["plain"]["mean"]["full_depth"]
-    candidates = [arm for arm in ("distilled", "twostage") if arm in xnli]
-    best = max(candidates, key=lambda arm: xnli[arm]["mean"]["full_depth"])
-    gain_x = xnli[best]["mean"]["full_depth"] - plain_x
-    ner_best = max((arm for arm in ("distilled", "twostage") if arm in ner), key=lambda a: ner[a]["mean"]["full_depth"])
+    return {"met": saving >= 0.40 and drop <= 0.01 + 1e-9,
+            "reason": f"teacher at the held-out threshold {xnli['teacher']['heldout_threshold']}: saves "
+                      f"{_pts(saving)} % FLOPs at a mean drop of {_pts(drop)} points (oracle global threshold on dev: "
+                      f"{_pts(t['oracle_global_saving'])} % at {_pts(t['full_depth'] - t['oracle_global_metric'])})"}  # fmt: skip
+
+
+def _target_b(xnli: dict, ner: dict) -> dict:
+    best, ner_best = _best(xnli), _best(ner)
+    gain_x = xnli[best]["mean"]["full_depth"] - xnli["plain"]["mean"]["full_depth"]
     gain_n = ner[ner_best]["mean"]["full_depth"] - ner["plain"]["mean"]["full_depth"]
-    out["b"] = {"met": gain_x >= 0.015 and gain_n >= 0.015,
-                "reason": f"XNLI: {best} {_pts(xnli[best]['mean']['full_depth'])} vs plain {_pts(plain_x)} "
-                          f"({gain_x * 100:+.1f}); PAN-X F1: {ner_best} {_pts(ner[ner_best]['mean']['full_depth'])} "
-                          f"vs plain {_pts(ner['plain']['mean']['full_depth'])} ({gain_n * 100:+.1f})"}  # fmt: skip
-    teacher_langs = xnli["teacher"]["languages"]
-    rows = []
-    for arm in candidates:
-        langs = xnli[arm]["languages"]
-        fewer = _mean(1 - langs[lang]["heldout_threshold"]["flops_per_example"] / teacher_langs[lang]["full_depth_flops"]
-                      for lang in langs)  # fmt: skip
-        drop_c = xnli["teacher"]["mean"]["full_depth"] - xnli[arm]["mean"]["heldout_metric"]
-        rows.append((fewer >= 0.65 and drop_c <= 0.03 + 1e-9, fewer, -drop_c, arm, drop_c))
-    met, fewer, _, arm_c, drop_c = max(rows)
-    out["c"] = {"met": met, "arm": arm_c,
-                "reason": f"{arm_c} + exits at its held-out threshold: {_pts(fewer)} % fewer FLOPs than teacher-12L "
-                          f"at full depth, mean XNLI {_pts(drop_c)} points below the teacher's full depth"}  # fmt: skip
+    return {"met": gain_x >= 0.015 and gain_n >= 0.015,
+            "reason": f"XNLI: {best} {_pts(xnli[best]['mean']['full_depth'])} vs plain "
+                      f"{_pts(xnli['plain']['mean']['full_depth'])} ({gain_x * 100:+.1f}); PAN-X F1: {ner_best} "
+                      f"{_pts(ner[ner_best]['mean']['full_depth'])} vs plain {_pts(ner['plain']['mean']['full_depth'])} "
+                      f"({gain_n * 100:+.1f})"}  # fmt: skip
+
+
+def _compressed(xnli: dict, arm: str) -> tuple[float, float]:
+    """(FLOPs saved against teacher-12L at full depth, mean XNLI drop below it) of `arm` + exits, held-out threshold;
+    per language on the same dev rows, then averaged."""
+    teacher, langs = xnli["teacher"]["languages"], xnli[arm]["languages"]
+    fewer = _mean(1 - langs[lang]["heldout_threshold"]["flops_per_example"] / teacher[lang]["full_depth_flops"]
+                  for lang in langs)  # fmt: skip
+    return fewer, xnli["teacher"]["mean"]["full_depth"] - xnli[arm]["mean"]["heldout_metric"]
+
+
+def _compression_arm(xnli: dict) -> str:
+    """The distilled arm that meets (c), else the one saving most (ties: the smaller drop)."""
+
+    def key(arm):
+        fewer, drop = _compressed(xnli, arm)
+        return (fewer >= 0.65 and drop <= 0.03 + 1e-9, fewer, -drop)
+
+    return max((arm for arm in DISTILLED_ARMS if arm in xnli), key=key)
+
+
+def _target_c(xnli: dict, ner: dict) -> dict:
+    arm = _compression_arm(xnli)
+    fewer, drop = _compressed(xnli, arm)
+    return {"met": fewer >= 0.65 and drop <= 0.03 + 1e-9, "arm": arm,
+            "reason": f"{arm} + exits at its held-out threshold: {_pts(fewer)} % fewer FLOPs than teacher-12L at full "
+                      f"depth, mean XNLI {_pts(drop)} points below the teacher's full depth"}  # fmt: skip
+
+
+def _target_d(xnli: dict, ner: dict) -> dict:
     tok = ner["teacher-token"]["mean"]
-    drop_d = tok["full_depth"] - tok["heldout_metric"]
-    out["d"] = {"met": tok["heldout_saving"] >= 0.30 and drop_d <= 0.01 + 1e-9,
-                "reason": f"teacher token-level exit at held-out threshold {ner['teacher-token']['heldout_threshold']}: "
-                          f"saves {_pts(tok['heldout_saving'])} % FLOPs at {_pts(drop_d)} F1 mean drop (sequence-level "
-                          f"at its held-out threshold: {_pts(ner['teacher']['mean']['heldout_saving'])} %)"}  # fmt: skip
-    out["e"] = resource_verdict(xnli, arm_c)
+    drop = tok["full_depth"] - tok["heldout_metric"]
+    return {"met": tok["heldout_saving"] >= 0.30 and drop <= 0.01 + 1e-9,
+            "reason": f"teacher token-level exit at held-out threshold {ner['teacher-token']['heldout_threshold']}: "
+                      f"saves {_pts(tok['heldout_saving'])} % FLOPs at {_pts(drop)} F1 mean drop (sequence-level at its "
+                      f"held-out threshold: {_pts(ner['teacher']['mean']['heldout_saving'])} %)"}  # fmt: skip
+
+
+def _target_e(xnli: dict, ner: dict) -> dict:
+    return resource_verdict(xnli, _compression_arm(xnli))
+
+
+# target: (check, arms it needs: (task, arms of which one is enough))
+TARGET_CHECKS = {
+    "a": (_target_a, [("xnli", ("teacher",))]),
+    "b": (_target_b, [("xnli", ("plain",)), ("xnli", DISTILLED_ARMS), ("wikiann", ("plain",)),
+                      ("wikiann", DISTILLED_ARMS)]),
+    "c": (_target_c, [("xnli", ("teacher",)), ("xnli", DISTILLED_ARMS)]),
+    "d": (_target_d, [("wikiann", ("teacher",))]),
+    "e": (_target_e, [("xnli", ("teacher",)), ("xnli", DISTILLED_ARMS)]),
+}  # fmt: skip
+
+
+def verdicts(summary: dict) -> dict[str, dict]:
+    """Targets (a)-(e), each met/missed with the measured reason (held-out thresholds; see the module docstring);
+    `met` None when an arm it needs has not run (a partial run)."""
+    out = {}
+    for key, (check, needs) in TARGET_CHECKS.items():
+        missing = [f"{task} {'/'.join(arms)}" for task, arms in needs if not any(a in summary[task] for a in arms)]
+        if missing:
+            out[key] = {"met": None, "reason": f"not measured: no {', '.join(missing)} results in this run"}
+        else:
+            out[key] = check(summary["xnli"], summary["wikiann"])
     return out
 
 
@@ -557,6 +608,9 @@ def build_summary(out: Path) -> dict:
             summary["twostage_distillation"] = record["task_distillation"]
     if "distil" in phases:
         summary["distillation_tokens"] = phases["distil"]["tokens"]
+    order = [key for arm in ARMS for key in (arm, f"{arm}-token")]
+    for task in ("xnli", "wikiann"):
+        summary[task] = {key: summary[task][key] for key in order if key in summary[task]}
     return summary
 
 
@@ -587,7 +641,18 @@ def render_markdown(summary: dict, meta: dict) -> str:
     lines = [f"## Real multilingual weights: the per-language table (bench/real_multilingual.py, {meta['date']})", ""]
     lines += [
         f"One run of `{meta['command']}` on {meta['machine']}; {meta['workers']} phases at a time, one thread each; "
-        f"load average at start {meta['load_start']}, at end {meta['load_end']}; wall {meta['wall_minutes']:.1f} min. "
+        f"load average at start {meta['load_start']}, at end {meta['load_end']}; "
+        + (
+            "unfinished (a partial run: " + ", ".join(meta.get("finished_phases", [])) + " finished). "
+            if meta["wall_minutes"] is None or not meta.get("all_phases", True)
+            else f"wall {meta['wall_minutes']:.1f} min. "
+        )
+        + "Phase wall times and loads: "
+        + "; ".join(
+            f"{name} {p['seconds'] / 60:.1f} min (load {p['load_at_start'][0]}-{p['load_at_end'][0]})"
+            for name, p in summary["phases"].items()
+        )
+        + ". "
         "Teacher: the converted multilingual-e5-small (12 x 384), mean pooling, exits after every layer, joint "
         f"training, word embeddings frozen. Budgets: {meta['budgets']['nli_train']} English NLI pairs "
         f"(../shared/data/nli), {meta['budgets']['xnli_eval']} XNLI dev pairs per language, PAN-X "
@@ -638,7 +703,7 @@ def render_markdown(summary: dict, meta: dict) -> str:
                 lat, mem, r = eff["latency_ms"], eff["peak_memory_mb"], ratios[f"{task}-{arm}"]
                 cells = [f"{lat['batch_1']['full_depth']:.1f} / {lat['batch_1']['chosen']:.1f}",
                          f"{lat['batch_32']['full_depth']:.0f} / {lat['batch_32']['chosen']:.0f}",
-                         f"{r['own_exits']:.2f}x / {r['vs_teacher_full']:.2f}x",
+                         f"{r['own_exits']:.2f}x / " + ("-" if r["vs_teacher_full"] is None else f"{r['vs_teacher_full']:.2f}x"),
                          f"{mem['full_depth']:.0f} / {mem['chosen']:.0f}"]  # fmt: skip
             lines.append(f"| {task} {arm} | {arm_summary['parameters'] / 1e6:.1f} M "
                          f"({arm_summary['parameters_without_embeddings'] / 1e6:.1f} M w/o embeddings) | "
@@ -647,8 +712,8 @@ def render_markdown(summary: dict, meta: dict) -> str:
         lines += ["", f"Latency/memory: {meta.get('timing_note', '')}"]
     lines += ["", "### Targets", ""]
     for key, verdict in meta["verdicts"].items():
-        state = "met" if verdict["met"] else "**missed**"
-        if key == "e":
+        state = {True: "met", False: "**missed**", None: "**not measured**"}[verdict["met"]]
+        if key == "e" and verdict["met"] is not None:
             state = "shown" + (" (holds)" if verdict["holds"] else " (does not hold)")
         lines.append(f"- ({key}) {TARGETS[key]}: {state} -- {verdict['reason']}")
     lines.append("")
@@ -698,12 +763,29 @@ def replace_block(text: str, block: str, start: str = README_START, end: str = R
 
 
 # ------------------------------------------------------------------------------------------------ main
+def readme_ready(summary: dict, verdict: dict) -> bool:
+    """The headline table needs the teacher and the compression arm on both tasks."""
+    arm = verdict["c"].get("arm")
+    return (
+        arm is not None
+        and all(a in summary[t] for t in ("xnli", "wikiann") for a in ("teacher", "distilled"))
+        and (arm in summary["xnli"])
+    )
+
+
 def finish(out: Path, args, meta: dict) -> dict:
+    """results.json, table.md and (unless --quick / --no-docs) the docs/benchmarks.md section and the README block,
+    from whatever phases have finished (a partial run says which targets were not measured)."""
     summary = build_summary(out)
-    timing = json.loads((out / "timing.json").read_text(encoding="utf-8"))
-    meta.update(timings=timing["timings"], timing_load=timing["load"],
-                timing_note=f"measured one model after another in one process, {timing['threads']} thread, load "
-                            f"{timing['load']} (loaded machine unless re-run quiet with --timing-only)")  # fmt: skip
+    timing_path = out / "timing.json"
+    timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.is_file() else None
+    meta.update(finished_phases=sorted(summary["phases"]), all_phases=len(summary["phases"]) == len(PHASES))
+    if timing is None:
+        meta.update(timings={}, timing_load=None, timing_note="not measured in this run")
+    else:
+        meta.update(timings=timing["timings"], timing_load=timing["load"],
+                    timing_note=f"measured one model after another in one process, {timing['threads']} thread, load "
+                                f"{timing['load']} (loaded machine unless re-run quiet with --timing-only)")  # fmt: skip
     meta["verdicts"] = verdicts(summary)
     results = {"meta": meta, "summary": summary}
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -715,9 +797,10 @@ def finish(out: Path, args, meta: dict) -> dict:
         marker = ("<!-- real-multilingual-table:start -->", "<!-- real-multilingual-table:end -->")
         docs.write_text(replace_block(docs.read_text(encoding="utf-8"), "\n".join([marker[0], markdown, marker[1]]),
                                       *marker), encoding="utf-8")  # fmt: skip
-        readme = REPO_ROOT / "README.md"
-        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), render_readme(summary, meta)),
-                          encoding="utf-8")  # fmt: skip
+        if readme_ready(summary, meta["verdicts"]):
+            readme = REPO_ROOT / "README.md"
+            readme.write_text(replace_block(readme.read_text(encoding="utf-8"), render_readme(summary, meta)),
+                              encoding="utf-8")  # fmt: skip
     return results
 
 
@@ -730,6 +813,8 @@ def main(argv=None) -> None:
     parser.add_argument("--temperature", type=float, default=2.0, help="logit-KL temperature of the two-stage arm")
     parser.add_argument("--timing-only", action="store_true", help="re-measure latency/memory of the saved models")
     parser.add_argument("--resume", action="store_true", help="keep the phases a previous run of --output-dir finished")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only re-write results.json, the table and the docs from the finished phases")  # fmt: skip
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md and README.md")
     parser.add_argument("--phase", choices=sorted(PHASES) + ["timing"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -751,28 +836,33 @@ def main(argv=None) -> None:
         run_phase(args.phase, out, b, args)
         return
     meta_path = out / "meta.json"
-    if args.timing_only:
-        if not meta_path.is_file():
-            parser.error(f"{meta_path} not found; expected a finished run in --output-dir (run without --timing-only)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if args.timing_only or args.report_only:
+        if not (out / "phases").is_dir():
+            parser.error(f"{out / 'phases'} not found; expected a run in --output-dir (run without --timing-only)")
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else partial_meta(out, args, b)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        started, load_start = time.perf_counter(), load_average()
+        started = time.perf_counter()
+        meta = partial_meta(out, args, b)
+        meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")  # a killed run still has its start
         schedule(out, args)
-        meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                "command": "python bench/real_multilingual.py" + (" --quick" if args.quick else f" --budget {args.budget}"),
-                "resumed": args.resume,
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1 per phase",
-                "workers": args.workers, "load_start": load_start, "load_end": load_average(),
-                "wall_minutes": (time.perf_counter() - started) / 60, "budgets": b,
-                "temperature": args.temperature}  # fmt: skip
+        meta.update(load_end=load_average(), wall_minutes=(time.perf_counter() - started) / 60)
         meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    command = [sys.executable, __file__, "--phase", "timing", "--output-dir", str(out), "--budget", args.budget]
-    command += ["--quick"] if args.quick else []
-    subprocess.run(command, env=env, check=True)
+    if not args.report_only:
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+        command = [sys.executable, __file__, "--phase", "timing", "--output-dir", str(out), "--budget", b["name"]]
+        subprocess.run(command, env=env, check=True)
     finish(out, args, meta)
+
+
+def partial_meta(out: Path, args, b: dict) -> dict:
+    """The run's record before (or, for a killed run, without) its end: date, command, machine, load, budgets."""
+    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python bench/real_multilingual.py" + (" --quick" if args.quick else f" --budget {b['name']}"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads 1 per phase",
+            "workers": args.workers, "load_start": load_average(), "load_end": None, "wall_minutes": None,
+            "budgets": b, "temperature": args.temperature, "resumed": args.resume}  # fmt: skip
 
 
 if __name__ == "__main__":
