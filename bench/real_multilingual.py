@@ -638,7 +638,7 @@ def _lang_cells(arm: dict, field: str) -> list[str]:
 
 
 def render_markdown(summary: dict, meta: dict) -> str:
-    lines = [f"## Real multilingual weights: the per-language table (bench/real_multilingual.py, {meta['date']})", ""]
+    lines = [f"### Recorded run ({meta['date']})", ""]
     lines += [
         f"One run of `{meta['command']}` on {meta['machine']}; {meta['workers']} phases at a time, one thread each; "
         f"load average at start {meta['load_start']}, at end {meta['load_end']}; "
@@ -667,7 +667,7 @@ def render_markdown(summary: dict, meta: dict) -> str:
     header = "| arm | " + " | ".join(LANGUAGES) + " | mean |"
     rule = "| --- |" + " ---: |" * (len(LANGUAGES) + 1)
     for task, title in (("xnli", "XNLI dev accuracy (%)"), ("wikiann", "PAN-X dev entity F1 (%)")):
-        lines += [f"### {title}", "", header, rule]
+        lines += [f"#### {title}", "", header, rule]
         for arm, arm_summary in summary[task].items():
             for field, label, mean_key in (("full", "full depth", "full_depth"),
                                            ("heldout", f"exits @ {arm_summary['heldout_threshold']} (held-out)", "heldout_metric"),
@@ -680,13 +680,13 @@ def render_markdown(summary: dict, meta: dict) -> str:
                              + " | ".join(_pts(arm_summary["languages"][lang]["oracle_global"]["metric"]) for lang in LANGUAGES)
                              + f" | {_pts(arm_summary['mean']['oracle_global_metric'])} |")  # fmt: skip
         lines.append("")
-    lines += ["### Exit-layer histogram per language (held-out threshold, dev examples; NER tokens for *-token)", ""]
+    lines += ["#### Exit-layer histogram per language (held-out threshold, dev examples; NER tokens for *-token)", ""]
     for task in ("xnli", "wikiann"):
         for arm, arm_summary in summary[task].items():
             cells = [f"{lang}: {arm_summary['languages'][lang]['heldout_threshold']['exit_layer_counts']}"
                      for lang in LANGUAGES if lang in arm_summary["languages"]]  # fmt: skip
             lines.append(f"- {task} {arm}: " + "; ".join(cells))
-    lines += ["", "### Cost per arm", "",
+    lines += ["", "#### Cost per arm", "",
               "| model | parameters | FLOPs/example full depth (en) | latency b1 full / exits (ms) | "
               "latency b32 full / exits (ms) | b32 speed-up own / vs teacher full | peak memory full / exits (MB) |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
@@ -710,7 +710,7 @@ def render_markdown(summary: dict, meta: dict) -> str:
                          f"{en['full_depth_flops'] / 1e9:.2f} G | " + " | ".join(cells) + " |")  # fmt: skip
     if timings:
         lines += ["", f"Latency/memory: {meta.get('timing_note', '')}"]
-    lines += ["", "### Targets", ""]
+    lines += ["", "#### Targets", ""]
     for key, verdict in meta["verdicts"].items():
         state = {True: "met", False: "**missed**", None: "**not measured**"}[verdict["met"]]
         if key == "e" and verdict["met"] is not None:
