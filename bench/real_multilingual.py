@@ -839,7 +839,11 @@ def main(argv=None) -> None:
     if args.timing_only or args.report_only:
         if not (out / "phases").is_dir():
             parser.error(f"{out / 'phases'} not found; expected a run in --output-dir (run without --timing-only)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else partial_meta(out, args, b)
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        else:  # a run still going or killed before it recorded its start: say so rather than guess its start
+            meta = partial_meta(out, args, b)
+            meta.update(date=meta["date"] + ", report of an unfinished run", load_start="not recorded")
     else:
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
