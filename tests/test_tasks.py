@@ -221,3 +221,31 @@ def test_u2028_and_u0085_are_text_in_tsv_and_conll_whatever_the_line_breaks(tmp_
     xnli = load_xnli(["en"], "validation", tmp_path)["en"]
     assert xnli["premise"] == ["Line\u2028two.", "A."] and xnli["hypothesis"] == ["Next\u0085line.", "B."]
     assert load_wikiann(["en"], "validation", tmp_path)["en"]["tokens"] == [["Obama\u2028x", "visited"], ["Nairobi\u0085"]]
+
+
+@pytest.mark.real_data
+def test_tokenizing_never_pickles_the_tokenizer_to_fingerprint_a_map(shared_data, tokenizer, monkeypatch):
+    """`datasets` fingerprints a `map` by dill-pickling its function, tokenizer included (~5 s a call for XLM-R's
+    250k pieces); the task tokenizers give it a fingerprint from one hash of the tokenizer instead."""
+    import datasets.arrow_dataset
+    import datasets.fingerprint
+
+    original = datasets.fingerprint.update_fingerprint
+
+    def refuse(fingerprint, transform, transform_args):
+        if callable(transform_args.get("function")):
+            raise AssertionError("datasets hashed the map function (and its tokenizer)")
+        return original(fingerprint, transform, transform_args)
+
+    dev = load_xnli(["tr", "sw"], "validation", data_dir=shared_data / "xnli")
+    panx = load_wikiann("en", "validation", data_dir=shared_data / "panx")["en"].select(range(20))
+    for module in (datasets.fingerprint, datasets.arrow_dataset):  # map's own call, and the transform decorators'
+        monkeypatch.setattr(module, "update_fingerprint", refuse)
+    rows = tokenize_xnli(dev, tokenizer, max_length=64)
+    tagged = tokenize_and_align_labels(panx, tokenizer, max_length=32)
+    # Fingerprints still separate what differs: the language's rows, the length, the tokenizer.
+    assert rows["tr"]._fingerprint != rows["sw"]._fingerprint
+    assert tokenize_xnli(dev["tr"], tokenizer, max_length=32)._fingerprint != rows["tr"]._fingerprint
+    assert tokenize_xnli(dev["tr"], tokenizer, max_length=64)._fingerprint == rows["tr"]._fingerprint
+    other = train_tokenizer([line for line in panx["tokens"] for line in [" ".join(line)]] * 5, vocab_size=120)
+    assert tokenize_and_align_labels(panx, other, max_length=32)._fingerprint != tagged._fingerprint

@@ -7,6 +7,8 @@ sentence. Local files name the validation split "dev"; the returned datasets use
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -97,7 +99,13 @@ def tokenize_xnli(dataset, tokenizer, max_length: int = 128):
     def encode(batch):
         return tokenizer(batch["premise"], batch["hypothesis"], truncation=True, max_length=max_length)
 
-    return _map_each(dataset, lambda ds: ds.map(encode, batched=True, remove_columns=["premise", "hypothesis"]))
+    key = _tokenization_key(tokenizer, "xnli", max_length)
+    return _map_each(
+        dataset,
+        lambda ds: ds.map(
+            encode, batched=True, remove_columns=["premise", "hypothesis"], new_fingerprint=_fingerprint(ds, key)
+        ),
+    )
 
 
 def tokenize_and_align_labels(dataset, tokenizer, max_length: int = 128):
@@ -108,8 +116,10 @@ def tokenize_and_align_labels(dataset, tokenizer, max_length: int = 128):
         encoding["labels"] = [_align(encoding.word_ids(row), tags) for row, tags in enumerate(batch["ner_tags"])]
         return encoding
 
+    key = _tokenization_key(tokenizer, "wikiann", max_length)
+
     def apply(ds):
-        return ds.map(encode, batched=True, remove_columns=ds.column_names)
+        return ds.map(encode, batched=True, remove_columns=ds.column_names, new_fingerprint=_fingerprint(ds, key))
 
     return _map_each(dataset, apply)
 
@@ -120,6 +130,25 @@ def _align(word_ids: list[int | None], tags: list[int]) -> list[int]:
         labels.append(tags[word] if word is not None and word != previous else LABEL_IGNORE_INDEX)
         previous = word
     return labels
+
+
+def _tokenization_key(tokenizer, kind: str, max_length: int) -> str | None:
+    """What a tokenization `map` depends on, hashed once: without it `datasets` dill-pickles the tokenizer (a 250k-piece
+    XLM-R vocabulary: ~5 s) to fingerprint every `map` call. None (let `datasets` hash) for a tokenizer without a
+    serialisable fast backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    settings = (type(tokenizer).__name__, tokenizer.padding_side, tokenizer.truncation_side, tokenizer.model_max_length)
+    state = json.loads(backend.to_str())
+    state.pop("truncation", None), state.pop("padding", None)  # per-call settings of the last call, not the tokenizer
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
+    digest.update(repr((settings, kind, max_length)).encode())
+    return digest.hexdigest()
+
+
+def _fingerprint(ds, key: str | None) -> str | None:
+    return None if key is None else hashlib.sha256(f"{ds._fingerprint}:{key}".encode()).hexdigest()[:32]
 
 
 def _map_each(dataset, transform):
