@@ -103,6 +103,13 @@ def test_resource_verdict_compares_low_and_medium_with_high(bench):
     verdict = bench.resource_verdict(summarized["xnli"], "distilled")
     assert verdict["holds"] and verdict["by_class"]["low"] == pytest.approx(0.10)
     assert not bench.resource_verdict(summary(bench)["xnli"], "distilled")["holds"]  # equal drops everywhere
+    # low loses more, medium less: holds in part, and the reason says which (the recorded run's case)
+    partial = summary(bench)
+    for lang, metric in (("sw", 0.60), ("ur", 0.60), ("hi", 0.70), ("tr", 0.70)):
+        partial["xnli"]["distilled"]["languages"][lang]["heldout_threshold"]["metric"] = metric
+    verdict = bench.resource_verdict(partial["xnli"], "distilled")
+    assert not verdict["holds"] and verdict["holds_for"] == ["low"]
+    assert "only low loses more than high, medium less" in verdict["reason"]
 
 
 def test_readme_block_is_replaced_in_place_or_appended(bench):
