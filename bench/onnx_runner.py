@@ -319,12 +319,12 @@ def levers(model, args) -> None:
     load = os.getloadavg()
     print(f"levers on e5-small, threads {args.threads}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
-        # Traced with the fusable attention but unfused (what export_onnx(fuse=True) traces): the "fused" recipes
-        # apply the fusions to their copy.
         chosen = {name: recipe for name, recipe in LEVERS.items()
                   if not args.only or any(fragment in name or fragment == f"={name}" for fragment in args.only)}
-        # The fusable attention only when a chosen recipe fuses (on the AVX2 machine of 2026-12-02 its trace of the
-        # raw e5-small missed the 1e-4 validation: 7e-3 on the random exit heads' logits; not investigated further).
+        # With the fusable attention (unfused, what export_onnx(fuse=True) traces) only when a chosen recipe fuses
+        # (those apply the fusions to their copy); else as export_onnx traces. On the AVX2 machine of 2026-12-02 the
+        # fusable trace of the raw e5-small missed the 1e-4 validation (7e-3 on the random exit heads' logits; not
+        # investigated further).
         fusing = any(recipe.get("fuse") for recipe in chosen.values())
         with fusable_attention(model) if fusing else nullcontext():
             fp32 = export_onnx(model, Path(tmp) / "fp32", fuse=False)
@@ -335,9 +335,7 @@ def levers(model, args) -> None:
         mask = arrays["attention_mask"]
         reference = mean_pooled(last_hidden(base, arrays), mask)
         runners = {"fp32": base}
-        for name, recipe in LEVERS.items():
-            if args.only and not any(fragment in name or fragment == f"={name}" for fragment in args.only):
-                continue
+        for name, recipe in chosen.items():
             folder = Path(tmp) / f"lever{len(runners)}"
             shutil.copytree(fp32, folder)
             quantize_with(folder, recipe, model.config)
