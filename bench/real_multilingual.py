@@ -579,13 +579,14 @@ def resource_verdict(xnli: dict, arm: str) -> dict:
     drops = {lang: teacher[lang]["full_depth"] - student[lang]["heldout_threshold"]["metric"] for lang in teacher}
     by_class = {c: _mean(d for lang, d in drops.items() if RESOURCE.get(lang) == c)
                 for c in ("high", "medium", "low") if any(RESOURCE.get(lang) == c for lang in drops)}  # fmt: skip
-    high = by_class.get("high", 0)
-    more = [c for c in ("low", "medium") if c in by_class and by_class[c] > high]
-    holds = len(more) == len([c for c in ("low", "medium") if c in by_class])
+    classes = [c for c in ("low", "medium") if c in by_class]
+    more = [c for c in classes if by_class[c] > by_class.get("high", 0)]
+    holds = bool(classes) and more == classes
     if holds:
         finding = "low and medium lose more than high (the thesis' finding holds)"
     elif more:
-        finding = f"only {more[0]} loses more than high, {'medium' if more[0] == 'low' else 'low'} less (holds in part)"
+        less = " and ".join(c for c in classes if c not in more)
+        finding = f"only {' and '.join(more)} loses more than high, {less} less (holds in part)"
     else:
         finding = "neither low nor medium loses more than high (does not hold here)"
     text = ", ".join(f"{lang} {d * 100:+.1f}" for lang, d in drops.items())
@@ -721,7 +722,7 @@ def render_markdown(summary: dict, meta: dict) -> str:
         state = {True: "met", False: "**missed**", None: "**not measured**"}[verdict["met"]]
         if key == "e" and verdict["met"] is not None:
             state = "shown" + (" (holds)" if verdict["holds"] else
-                               f" (holds for {verdict['holds_for'][0]} only)" if verdict.get("holds_for")
+                               f" (holds for {' and '.join(verdict['holds_for'])} only)" if verdict.get("holds_for")
                                else " (does not hold)")  # fmt: skip
         lines.append(f"- ({key}) {TARGETS[key]}: {state} -- {verdict['reason']}")
     lines.append("")
@@ -735,11 +736,12 @@ def render_readme(summary: dict, meta: dict) -> str:
     xnli, ner = summary["xnli"], summary["wikiann"]
     ratios = speedups(meta.get("timings", {}))
     # PAN-X has no two-stage arm (its task distillation is XNLI's): the row says whose PAN-X F1 it shows.
-    ner_note = "" if arm in ner else " (PAN-X: distilled)"
+    ner_arm = arm if arm in ner else "distilled"
+    label = f"student-6L {arm}" + ("" if ner_arm == arm else f" (PAN-X: {ner_arm})")
     rows = [
         ("teacher-12L (full depth)", xnli["teacher"], ner["teacher"], "full", "-", "1.00x"),
-        (f"student-6L {arm}{ner_note} (full depth)", xnli[arm], ner.get(arm, ner["distilled"]), "full", None, None),
-        (f"student-6L {arm}{ner_note} + exits", xnli[arm], ner.get(arm, ner["distilled"]), "heldout", None, None),
+        (f"{label} (full depth)", xnli[arm], ner[ner_arm], "full", None, None),
+        (f"{label} + exits", xnli[arm], ner[ner_arm], "heldout", None, None),
     ]
     teacher_flops = _mean(v["full_depth_flops"] for v in xnli["teacher"]["languages"].values())
     lines = [README_START,
