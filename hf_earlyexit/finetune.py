@@ -359,8 +359,11 @@ def export_deployment(model, tokenizer, output_dir: Path, precision: str) -> dic
 
     folder = export_onnx(model, output_dir / "onnx", quantize=None if precision == "fp32" else "int8", tokenizer=tokenizer)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return {"onnx_dir": folder.name, "precision": precision, "opset": manifest["opset"],
-            "fp32_max_abs_diff": manifest["validation"]["fp32_max_abs_diff"]}
+    entry = {"onnx_dir": folder.name, "precision": precision, "opset": manifest["opset"],
+             "fp32_max_abs_diff": manifest["validation"]["fp32_max_abs_diff"]}
+    if precision == "int8":
+        entry["fp32_ffn_down_layers"] = manifest["quantization"]["fp32"]["ffn_down_layers"]
+    return entry
 
 
 def run_task(

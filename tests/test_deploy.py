@@ -268,6 +268,60 @@ def test_int8_export_quantizes_the_layer_runs_only(model, tokenizer, tmp_path, e
     assert (logits.argmax(-1) == full.argmax(-1)).mean() >= 0.9
 
 
+@pytest.fixture(scope="module")
+def outlier_model(tokenizer):
+    """The tiny model with one outlier channel entering layer 4's FFN down-projection (a large up-projection bias:
+    GELU passes it on for every token), the pattern of e5-small's layer 5."""
+    torch.manual_seed(0)
+    model = XLMRobertaForEarlyExit(tiny_config(XLMRobertaEarlyExitConfig, tokenizer)).eval()
+    with torch.no_grad():
+        model.roberta.encoder.layer[3].intermediate.dense.bias[0] += 40.0
+    return model
+
+
+def graph_matmuls(path):
+    import onnx
+
+    graph = onnx.load(path).graph
+    return {node.name for node in graph.node if node.op_type == "MatMul"}
+
+
+def test_int8_keeps_the_outlier_layers_ffn_down_projection_fp32(outlier_model, tokenizer, tmp_path, batch):
+    from hf_earlyexit.deploy.export import OUTLIER_FACTOR, ffn_down_input_ranges
+
+    ranges = ffn_down_input_ranges(outlier_model, dict(batch))
+    assert ranges[3] > OUTLIER_FACTOR * sorted(ranges)[1] and max(ranges[:3]) < ranges[3] / OUTLIER_FACTOR
+    auto = export_onnx(outlier_model, tmp_path / "auto", quantize="int8", tokenizer=tokenizer,
+                       calibration_texts=PAIRS)
+    fp32 = json.loads((auto / MANIFEST_NAME).read_text())["quantization"]["fp32"]
+    assert fp32["ffn_down_layers"] == [4] and fp32["calibration"] == f"{len(PAIRS)} texts"
+    assert fp32["ffn_down_input_max_abs"] == pytest.approx(ranges, rel=1e-3)
+    # Layer 4 is the second layer of the run 3..4: its down-projection is the one float MatMul left there (the
+    # float MatMuls of the attention scores stay in every run).
+    assert "/layers.1/output/dense/MatMul" in graph_matmuls(auto / "layers_03_04.onnx")
+    assert "/layers.0/output/dense/MatMul" not in graph_matmuls(auto / "layers_03_04.onnx")
+    assert not any("output/dense" in name for name in graph_matmuls(auto / "layers_02_02.onnx"))
+    # Without the exclusion the outlier coarsens layer 4's int8 step: the logits move further from PyTorch's.
+    none = export_onnx(outlier_model, tmp_path / "none", quantize="int8", tokenizer=tokenizer, fp32_ffn_down=[])
+    assert json.loads((none / MANIFEST_NAME).read_text())["quantization"]["fp32"] == {"ffn_down_layers": [],
+                                                                                      "rule": "given"}
+    with torch.no_grad():
+        want = outlier_model(**batch).logits.numpy()
+    errors = [abs(OnnxEarlyExitRunner(folder, 1).forward(numpy_batch(batch), 0.0)[0] - want).max()
+              for folder in (auto, none)]
+    assert errors[0] < errors[1] / 2, errors
+
+
+def test_fp32_ffn_down_and_calibration_texts_are_checked_before_any_work(model, tokenizer, tmp_path):
+    with pytest.raises(ExportError, match=r"fp32_ffn_down=\[0, 5\]; expected 'auto' or a list of layers in 1\.\.4"):
+        export_onnx(model, tmp_path / "out", quantize="int8", tokenizer=tokenizer, fp32_ffn_down=[0, 5])
+    with pytest.raises(ExportError, match=r"calibration_texts=.*; expected a non-empty list of texts or text pairs"):
+        export_onnx(model, tmp_path / "out", quantize="int8", tokenizer=tokenizer, calibration_texts="one string")
+    with pytest.raises(ExportError, match=r"expected quantize='int8' with them"):
+        export_onnx(model, tmp_path / "out", tokenizer=tokenizer, fp32_ffn_down=[1])
+    assert not (tmp_path / "out").exists()
+
+
 # -------------------------------------------------------------------------------------------------- bad input
 def assert_nothing_written(parent, name="out"):
     assert sorted(path.name for path in parent.iterdir()) == [] or not (parent / name).exists()
@@ -396,6 +450,24 @@ def test_command_line_exports_a_folder_and_runs_it(model, tokenizer, tmp_path, c
     assert err == "error: opset=9; expected an int in 14..20\n"
 
 
+def test_command_line_int8_options(outlier_model, tokenizer, tmp_path, capsys):
+    outlier_model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "calibration.txt").write_text("".join(f"{p}\t{h}\n" for p, h in PAIRS[:12]) + "\n", encoding="utf-8")
+    args = ["export", str(tmp_path / "ckpt"), str(tmp_path / "auto"), "--quantize", "int8"]
+    assert cli([*args, "--calibration-file", str(tmp_path / "calibration.txt")]) == 0
+    fp32 = json.loads((tmp_path / "auto" / MANIFEST_NAME).read_text())["quantization"]["fp32"]
+    assert fp32["ffn_down_layers"] == [4] and fp32["calibration"] == "12 texts"
+    assert cli([*args[:2], str(tmp_path / "given"), *args[3:], "--fp32-ffn-down", "1,3"]) == 0
+    fp32 = json.loads((tmp_path / "given" / MANIFEST_NAME).read_text())["quantization"]["fp32"]
+    assert fp32 == {"ffn_down_layers": [1, 3], "rule": "given"}
+    assert "/layers.0/output/dense/MatMul" in graph_matmuls(tmp_path / "given" / "layers_03_04.onnx")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli([*args, "--fp32-ffn-down", "five"])
+    assert "'five'; expected auto, none or layer numbers like 5 or 4,5" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------- run_xnli / report / card
 def test_run_task_export_gives_a_deployment_line_in_report_and_card(model, tokenizer, tmp_path):
     from test_report import make_results
@@ -408,10 +480,13 @@ def test_run_task_export_gives_a_deployment_line_in_report_and_card(model, token
     manifest = json.loads((tmp_path / "onnx" / MANIFEST_NAME).read_text())
     assert manifest["quantization"]["weight_type"] == "QInt8"
     assert entry == {"onnx_dir": "onnx", "precision": "int8", "opset": 17,
-                     "fp32_max_abs_diff": manifest["validation"]["fp32_max_abs_diff"]}
+                     "fp32_max_abs_diff": manifest["validation"]["fp32_max_abs_diff"],
+                     "fp32_ffn_down_layers": manifest["quantization"]["fp32"]["ffn_down_layers"]}
     line = "ONNX Runtime export (int8 layer runs, opset 17) in `onnx/`; fp32 graphs matched PyTorch to "
-    results = {**make_results(), "deployment": entry}
+    results = {**make_results(), "deployment": {**entry, "fp32_ffn_down_layers": []}}
     assert f"## Deployment\n\n{line}" in render_report(results)
+    kept = {**results, "deployment": {**entry, "fp32_ffn_down_layers": [5]}}
+    assert "(int8 layer runs; FFN down-projection of layer 5 fp32, opset 17)" in render_report(kept)
     assert line in render_model_card(EarlyExitCardData(model_name="m", results=[results]))
     assert "ONNX Runtime export" not in render_report(make_results())
     assert "ONNX Runtime export" not in render_model_card(EarlyExitCardData(model_name="m", results=[make_results()]))

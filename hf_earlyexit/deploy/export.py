@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import shutil
+import statistics
 import tempfile
 import warnings
 from contextlib import nullcontext
@@ -51,6 +52,15 @@ VALIDATION_ATOL = 1e-4
 # An export may run on either kind of CPU, so the portable choice is the default.
 INT8_RECIPE = {"per_channel": True, "reduce_range": True, "op_types_to_quantize": ["MatMul"]}
 
+# Dynamic int8 quantizes each activation tensor with one range, so a matrix whose input carries outlier channels
+# coarsens the step for all its others. In e5-small one such matrix dominates the int8 loss: layer 5's FFN
+# down-projection (the input after GELU) reaches max |x| 68 on real text where the other layers' median is 12 (47
+# against 12 on the export's random-token validation batch). Kept fp32 (one of 72 matrices), the fine-tuned e5-small's
+# XNLI loss under int8 fell from -0.61 / -0.75 points (full depth / chosen threshold) to -0.28 / -0.42, at ~1 % of
+# the speed (docs/benchmarks.md). The exporter measures every layer's FFN down-projection input on a calibration
+# batch and keeps fp32 the layers above OUTLIER_FACTOR times the median over layers.
+OUTLIER_FACTOR = 3.0
+
 
 class ExportError(ValueError):
     """A model, folder or option that cannot be exported; the message is one line naming it."""
@@ -63,6 +73,8 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     tokenizer=None,
     fuse: bool = False,
+    fp32_ffn_down="auto",
+    calibration_texts=None,
 ) -> Path:
     """Export an early-exit sequence classifier for ONNX Runtime (run it with ``OnnxEarlyExitRunner``).
 
@@ -78,6 +90,11 @@ def export_onnx(
             transformer fusions (``fuse_transformer_graph``) before the validation and the quantization; the fused
             operator counts go into the manifest. Off by default: on the real e5-small the fused graphs ran slower
             on CPU than the session's own optimisation of the plain graphs, fp32 and int8 (docs/benchmarks.md).
+        fp32_ffn_down: with ``quantize="int8"``, the layers (1-based) whose FFN down-projection stays fp32:
+            ``"auto"`` (those whose input's max |x| on the calibration batch exceeds ``OUTLIER_FACTOR`` times the
+            median over layers; measured ranges and choice go into the manifest) or a list of layers (``[]``: none).
+        calibration_texts: with ``quantize="int8"`` and ``fp32_ffn_down="auto"``, the texts (or ``(text,
+            text_pair)`` pairs) the ranges are measured on; default: the validation batch of random tokens.
 
     Returns the folder. The fp32 graphs are checked against PyTorch on a padded batch before anything is written
     (max |logit difference| <= 1e-4 at every exit, else ``ExportError``).
@@ -88,16 +105,22 @@ def export_onnx(
         raise ExportError(f"fuse={fuse!r}; expected True or False")
     if not (isinstance(opset, int) and opset in SUPPORTED_OPSETS):
         raise ExportError(f"opset={opset!r}; expected an int in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+    if quantize is None and (fp32_ffn_down != "auto" or calibration_texts is not None):
+        raise ExportError("fp32_ffn_down and calibration_texts choose int8 matrices; expected quantize='int8' with them")
     require_onnxruntime("export_onnx")
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     model, tokenizer = resolve_model(model, tokenizer)
     check_exportable(model)
+    check_fp32_ffn_down(fp32_ffn_down, model.config.num_hidden_layers)
+    calibration = None
+    if calibration_texts is not None:
+        calibration = calibration_batch(tokenizer, calibration_texts, max_length(model, tokenizer))
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
-        write_export(model, tokenizer, staging, quantize, opset, fuse)
+        write_export(model, tokenizer, staging, quantize, opset, fuse, fp32_ffn_down, calibration)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
@@ -114,6 +137,29 @@ def check_output_dir(output_dir: Path) -> None:
             f"output_dir {str(output_dir)!r} is not empty and holds no {MANIFEST_NAME}; expected a new or empty "
             "folder or a previous export"
         )
+
+
+def check_fp32_ffn_down(value, num_layers: int) -> None:
+    if value == "auto":
+        return
+    if not (isinstance(value, (list, tuple)) and all(isinstance(layer, int) and 1 <= layer <= num_layers
+                                                     for layer in value)):
+        raise ExportError(f"fp32_ffn_down={value!r}; expected 'auto' or a list of layers in 1..{num_layers}")
+
+
+def calibration_batch(tokenizer, texts, length: int) -> dict[str, torch.Tensor]:
+    """The calibration texts (or pairs) tokenized as the runner does: padded, truncated to the graphs' limit."""
+    from .runner import split_inputs
+
+    if isinstance(texts, (str, bytes)) or not texts:
+        raise ExportError(f"calibration_texts={texts!r:.60}; expected a non-empty list of texts or text pairs")
+    try:
+        first, second = split_inputs(texts)
+    except ValueError as error:
+        raise ExportError(f"calibration_texts: {error}") from None
+    encoded = tokenizer(first, second, padding=True, truncation=True, max_length=length, return_tensors="pt")
+    encoded.setdefault(TOKEN_TYPE_IDS, torch.zeros_like(encoded[INPUT_IDS]))
+    return {name: encoded[name] for name in (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)}
 
 
 def resolve_model(model, tokenizer):
@@ -228,7 +274,51 @@ def export_segment(module, example: tuple[torch.Tensor, ...], names: tuple[str, 
         )
 
 
-def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: int, fuse: bool = False) -> None:
+def ffn_down_input_ranges(model, batch: dict[str, torch.Tensor]) -> list[float]:
+    """Per layer, max |x| of the FFN down-projection's input (``layer.output.dense``) over the real tokens of
+    ``batch`` (PyTorch forward at full depth, every row through every layer; padding does not count)."""
+    layers = model.base_model.encoder.layer
+    real = batch[ATTENTION_MASK].bool()
+    ranges = [0.0] * len(layers)
+
+    def recorder(index):
+        def hook(module, inputs):
+            ranges[index] = float(inputs[0][real].abs().max())
+
+        return hook
+
+    handles = [layer.output.dense.register_forward_pre_hook(recorder(index)) for index, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            model(**batch, exit_threshold=0.0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ranges
+
+
+def outlier_layers(ranges: list[float], factor: float = OUTLIER_FACTOR) -> list[int]:
+    """The layers (1-based) whose range exceeds ``factor`` times the median over layers."""
+    median = statistics.median(ranges)
+    return [layer for layer, value in enumerate(ranges, 1) if value > factor * median]
+
+
+def choose_fp32_ffn_down(model, batch, fp32_ffn_down, calibration) -> dict:
+    """The manifest's record of the matrices kept fp32 (and, for ``"auto"``, what chose them)."""
+    if fp32_ffn_down != "auto":
+        return {"ffn_down_layers": sorted(fp32_ffn_down), "rule": "given"}
+    ranges = ffn_down_input_ranges(model, batch if calibration is None else calibration)
+    source = "the validation batch (random tokens)" if calibration is None else f"{len(calibration[INPUT_IDS])} texts"
+    return {
+        "ffn_down_layers": outlier_layers(ranges),
+        "rule": f"FFN down-projection input max |x| > {OUTLIER_FACTOR:g} x the median over layers",
+        "ffn_down_input_max_abs": [round(value, 4) for value in ranges],
+        "calibration": source,
+    }
+
+
+def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: int, fuse: bool = False,
+                 fp32_ffn_down="auto", calibration=None) -> None:
     from .runner import OnnxEarlyExitRunner
 
     batch = validation_batch(model, min(16, max_length(model, tokenizer)))
@@ -260,14 +350,16 @@ def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: in
             f"ONNX fp32 logits differ from PyTorch by {worst:.3g} on a padded batch; expected <= {VALIDATION_ATOL}"
         )
     extra["validation"] = {"fp32_max_abs_diff": worst, "atol": VALIDATION_ATOL, "batch": list(batch[INPUT_IDS].shape)}
+    quantization = None
     if quantize == "int8":
+        quantization = {**int8_manifest_entry(), "fp32": choose_fp32_ffn_down(model, batch, fp32_ffn_down, calibration)}
         for segment in segments:
             if segment.kind == "layers":
-                quantize_int8(folder / f"{segment.name}.onnx")
-        write_manifest(folder, build_manifest(model, segments, folder, opset, int8_manifest_entry(), extra))
+                graph = folder / f"{segment.name}.onnx"
+                quantize_int8(graph, nodes_to_exclude=ffn_down_nodes(graph, segment, quantization["fp32"]))
+        write_manifest(folder, build_manifest(model, segments, folder, opset, quantization, extra))
         # Informative only (int8 is lossy by design); the accuracy it costs is measured in docs/benchmarks.md.
         extra["validation"]["int8_max_abs_diff"] = max_exit_difference(OnnxEarlyExitRunner(folder, 1), batch, reference)
-    quantization = int8_manifest_entry() if quantize == "int8" else None
     write_manifest(folder, build_manifest(model, segments, folder, opset, quantization, extra))
 
 
@@ -277,13 +369,32 @@ def max_exit_difference(runner, batch: dict[str, torch.Tensor], reference) -> fl
     return max(float(abs(got - want.numpy()).max()) for got, want in zip(exits, reference))
 
 
-def quantize_int8(graph: Path, recipe: dict | None = None) -> None:
+def ffn_down_node(layer: int, segment) -> str:
+    """The graph node of layer ``layer``'s (1-based, global) FFN down-projection in its layer run's graph."""
+    return f"/layers.{layer - segment.first}/output/dense/MatMul"
+
+
+def ffn_down_nodes(graph: Path, segment, fp32: dict) -> list[str]:
+    import onnx
+
+    wanted = [ffn_down_node(layer, segment) for layer in fp32["ffn_down_layers"] if segment.first <= layer <= segment.last]
+    names = {node.name for node in onnx.load(graph, load_external_data=False).graph.node}
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise ExportError(f"{graph.name} has no node {missing[0]!r}; expected the FFN down-projection MatMul there")
+    return wanted
+
+
+def quantize_int8(graph: Path, recipe: dict | None = None, nodes_to_exclude: list[str] = ()) -> None:
     """Replace one layer-run graph by its dynamic int8 version (int8 weights, activations quantized at run time),
-    with ONNX Runtime's own quantizer; ``recipe`` overrides ``INT8_RECIPE`` (bench/onnx_runner.py compares recipes)."""
+    with ONNX Runtime's own quantizer; ``nodes_to_exclude`` stay fp32; ``recipe`` overrides ``INT8_RECIPE``
+    (bench/onnx_runner.py compares recipes)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     options = dict(INT8_RECIPE if recipe is None else recipe)
+    if nodes_to_exclude:
+        options["nodes_to_exclude"] = [*options.get("nodes_to_exclude", []), *nodes_to_exclude]
     # The fused ops (com.microsoft Attention, SkipLayerNormalization, BiasGelu) have no ONNX shape inference, so the
     # quantizer cannot type their outputs; every activation here is float32.
     options["extra_options"] = {"DefaultTensorType": onnx.TensorProto.FLOAT, **options.get("extra_options", {})}
@@ -332,4 +443,4 @@ def int8_manifest_entry() -> dict:
     return {"method": "quantize_dynamic", "weight_type": "QInt8", "segments": "layers", **INT8_RECIPE}
 
 
-__all__ = ["INT8_RECIPE", "ExportError", "export_onnx", "quantize_int8"]
+__all__ = ["INT8_RECIPE", "OUTLIER_FACTOR", "ExportError", "export_onnx", "quantize_int8"]

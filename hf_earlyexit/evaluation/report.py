@@ -237,6 +237,10 @@ def deployment_line(results: Mapping[str, Any]) -> str:
     if not deployment:
         return ""
     precision = "int8 layer runs" if deployment["precision"] == "int8" else "fp32"
+    kept = deployment.get("fp32_ffn_down_layers")
+    if kept:
+        # export_onnx keeps an outlier layer's FFN down-projection fp32 (see OUTLIER_FACTOR).
+        precision += f"; FFN down-projection of layer{'s' * (len(kept) > 1)} {', '.join(map(str, kept))} fp32"
     return (
         f"ONNX Runtime export ({precision}, opset {deployment['opset']}) in `{deployment['onnx_dir']}/`; fp32 graphs "
         f"matched PyTorch to {deployment['fp32_max_abs_diff']:.1e} max logit difference. Run it with "
