@@ -202,6 +202,13 @@ class SweepArguments:
             "(results' sweep_token, the sequence-vs-token plot)"
         },
     )
+    token_thresholds: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Thresholds of that token-level sweep (default: thresholds). Each costs one forward pass over every "
+            "eval language (a token-level exit cannot be replayed from stored logits, unlike the sequence sweep)"
+        },
+    )
     distillation_summary: str | None = field(
         default=None, metadata={"help": "distillation.json written by run_distil.py, recorded in results and card"}
     )
@@ -218,6 +225,12 @@ class SweepArguments:
             raise ValueError(f"onnx_export={self.onnx_export!r}; expected None, 'fp32' or 'int8'")
         if not self.thresholds or any(not 0 <= t < math.inf for t in self.thresholds):
             raise ValueError(f"thresholds={self.thresholds}; expected a non-empty list of finite values >= 0")
+        if self.token_thresholds is not None and (
+            not self.token_thresholds or any(not 0 <= t < math.inf for t in self.token_thresholds)
+        ):
+            raise ValueError(
+                f"token_thresholds={self.token_thresholds}; expected None or a non-empty list of finite values >= 0"
+            )
         if not 0 <= self.max_drop < 1:
             raise ValueError(f"max_drop={self.max_drop}; expected a fraction in [0, 1)")
         if self.latency_repeats < 1 or self.efficiency_seq_len < 8:
@@ -441,6 +454,7 @@ def run_task(
         compare_token_exit=spec["token_level"]
         and model.config.exit_granularity == "sequence"
         and sweep_args.compare_token_exit,
+        token_thresholds=sweep_args.token_thresholds,
     )
     # Saved before efficiency and results: a check failing there must not throw the trained model away.
     # The chosen global threshold becomes the saved model's default, so the published model exits as measured.

@@ -429,3 +429,20 @@ def test_evaluate_languages_adds_token_rows_and_sweeps_token_models_on_their_bat
         assert entry["sweep"] == languages[lang]["sweep_token"] and "exit_check" not in entry
     with pytest.raises(ValueError, match=r"compare_token_exit=True needs a token classification model with exit_gran"):
         evaluate_languages(model, datasets, collator(), thresholds=[0.7], compare_token_exit=True)
+
+
+def test_token_thresholds_set_the_token_sweeps_own_grid():
+    model = tiny_model(exit_granularity="sequence")
+    datasets = {"en": token_dataset(seed=0)}
+    languages, _ = evaluate_languages(model, datasets, collator(), thresholds=[0.7, 1.01], batch_size=4,
+                                      compare_token_exit=True, token_thresholds=[1.01])
+    entry = languages["en"]
+    assert [row["threshold"] for row in entry["sweep"]] == [0.0, 0.7, 1.01]
+    assert [row["threshold"] for row in entry["sweep_token"]] == [0.0, 1.01]
+    full, _ = evaluate_languages(model, datasets, collator(), thresholds=[0.7, 1.01], batch_size=4,
+                                 compare_token_exit=True)
+    assert entry["sweep_token"] == [row for row in full["en"]["sweep_token"] if row["threshold"] != 0.7]
+    from hf_earlyexit.finetune import SweepArguments
+
+    with pytest.raises(ValueError, match=r"token_thresholds=\[\]; expected None or a non-empty list"):
+        SweepArguments(token_thresholds=[])

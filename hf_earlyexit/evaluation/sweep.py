@@ -427,6 +427,7 @@ def evaluate_languages(
     batch_size: int = 32,
     verify_batches: int = 2,
     compare_token_exit: bool = False,
+    token_thresholds: Iterable[float] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Sweep every language (tokenized eval datasets by language code), then choose the global threshold.
 
@@ -437,11 +438,13 @@ def evaluate_languages(
 
     `compare_token_exit` (token classification model with sequence-level exits, e.g. WikiANN): also sweep the same
     model with token-level exits (`sweep_token_exits`) and store its rows as the language's `sweep_token`, for the
-    sequence-against-token plot. The chosen thresholds stay the sequence-level ones."""
+    sequence-against-token plot, on `token_thresholds` (default: `thresholds`; each is one forward pass of the
+    language). The chosen thresholds stay the sequence-level ones."""
     if not datasets:
         raise ValueError("datasets is empty; expected one tokenized eval dataset per language")
     check_sweepable(model.config)
     thresholds = _check_thresholds(thresholds)
+    token_thresholds = thresholds if token_thresholds is None else _check_thresholds(token_thresholds)
     _check_max_drop(max_drop)
     if compare_token_exit and (not is_token_model(model) or exit_granularity(model) != "sequence"):
         raise ValueError(
@@ -452,9 +455,9 @@ def evaluate_languages(
     for lang, dataset in datasets.items():
         entry, collected = sweep_language(model, dataset, data_collator, thresholds, max_drop, batch_size)
         if compare_token_exit:
-            entry["sweep_token"] = sweep_token_exits(model, dataset, data_collator, thresholds, max_drop, batch_size)[
-                "sweep"
-            ]
+            entry["sweep_token"] = sweep_token_exits(
+                model, dataset, data_collator, token_thresholds, max_drop, batch_size
+            )["sweep"]
         if verify_batches and collected is not None:
             check = verify_batched_exits(
                 model, dataset, data_collator, collected, entry["chosen"]["threshold"], verify_batches
