@@ -415,6 +415,8 @@ def accuracy(folder: str, args) -> None:
             folder = export_onnx(model, Path(tmp) / "int8")
             quantize_with(folder, LEVERS[args.lever], config)
         print(f"int8 recipe: {args.lever or 'export_onnx default (INT8_RECIPE, outlier FFN down-projections fp32)'}")
+        if args.lever is None:
+            print(f"fp32 matrices: {json.loads((folder / 'manifest.json').read_text())['quantization']['fp32']}")
         runner = OnnxEarlyExitRunner(folder, args.threads)
         rows = []
         for name, threshold in (("full depth", 0.0), (f"threshold {chosen}", chosen)):

@@ -312,6 +312,43 @@ def test_int8_keeps_the_outlier_layers_ffn_down_projection_fp32(outlier_model, t
     assert errors[0] < errors[1] / 2, errors
 
 
+@pytest.mark.parametrize("vnni", [True, False, None])
+def test_reduce_range_follows_the_exporting_cpu_unless_given(model, tokenizer, tmp_path, batch, vnni, monkeypatch):
+    import onnx
+
+    monkeypatch.setattr(export_module, "cpu_has_vnni", lambda: vnni)
+    folder = export_onnx(model, tmp_path / "auto", quantize="int8", tokenizer=tokenizer)
+    quantization = json.loads((folder / MANIFEST_NAME).read_text())["quantization"]
+    assert quantization["reduce_range"] is (vnni is not True)
+    assert quantization["reduce_range_rule"].startswith("auto: the exporting CPU")
+
+    def weight_range(path):  # the largest |int8 weight| of the layer runs: 127 with 8-bit weights, <= 64 with 7-bit
+        graph = onnx.load(path).graph
+        return max(int(abs(onnx.numpy_helper.to_array(t).astype(int)).max()) for t in graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8)
+
+    assert (weight_range(folder / "layers_03_04.onnx") > 64) is (vnni is True)
+    if vnni is None:
+        given = export_onnx(model, tmp_path / "given", quantize="int8", tokenizer=tokenizer, reduce_range=False)
+        assert json.loads((given / MANIFEST_NAME).read_text())["quantization"]["reduce_range_rule"] == "given"
+        assert weight_range(given / "layers_03_04.onnx") > 64
+
+
+def test_runner_warns_on_8_bit_graphs_without_vnni(model, tokenizer, tmp_path, monkeypatch):
+    from hf_earlyexit.deploy import runner as runner_module
+
+    folder = export_onnx(model, tmp_path / "int8", quantize="int8", tokenizer=tokenizer, reduce_range=False)
+    monkeypatch.setattr(runner_module, "cpu_has_vnni", lambda: False)
+    with pytest.warns(UserWarning, match=r"8-bit int8 weights .* this CPU has no VNNI.*reduce_range=True"):
+        OnnxEarlyExitRunner(folder, 1)
+    monkeypatch.setattr(runner_module, "cpu_has_vnni", lambda: True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OnnxEarlyExitRunner(folder, 1)
+
+
 def test_fp32_ffn_down_and_calibration_texts_are_checked_before_any_work(model, tokenizer, tmp_path):
     with pytest.raises(ExportError, match=r"fp32_ffn_down=\[0, 5\]; expected 'auto' or a list of layers in 1\.\.4"):
         export_onnx(model, tmp_path / "out", quantize="int8", tokenizer=tokenizer, fp32_ffn_down=[0, 5])
@@ -319,6 +356,8 @@ def test_fp32_ffn_down_and_calibration_texts_are_checked_before_any_work(model, 
         export_onnx(model, tmp_path / "out", quantize="int8", tokenizer=tokenizer, calibration_texts="one string")
     with pytest.raises(ExportError, match=r"expected quantize='int8' with them"):
         export_onnx(model, tmp_path / "out", tokenizer=tokenizer, fp32_ffn_down=[1])
+    with pytest.raises(ExportError, match=r"reduce_range='yes'; expected None \(this CPU decides\), True or False"):
+        export_onnx(model, tmp_path / "out", quantize="int8", tokenizer=tokenizer, reduce_range="yes")
     assert not (tmp_path / "out").exists()
 
 

@@ -1,5 +1,5 @@
 """``python -m hf_earlyexit.deploy export CHECKPOINT OUTPUT_DIR [--quantize int8] [--opset N] [--fuse]
-[--fp32-ffn-down auto|none|L,L] [--calibration-file FILE]`` and
+[--fp32-ffn-down auto|none|L,L] [--calibration-file FILE] [--reduce-range auto|on|off]`` and
 ``python -m hf_earlyexit.deploy run OUTPUT_DIR TEXT [TEXT ...] [--exit-threshold T] [--num-threads N]``.
 
 A bad checkpoint, option or folder ends with its one-line message and exit code 2.
@@ -44,6 +44,8 @@ def main(argv=None) -> int:
                         help="ONNX Runtime transformer fusions on the layer runs (measured slower on CPU; off)")
     export.add_argument("--fp32-ffn-down", default="auto", type=layer_list, metavar="auto|none|L,L",
                         help="int8: layers whose FFN down-projection stays fp32 (auto: the outlier layers)")
+    export.add_argument("--reduce-range", choices=["auto", "on", "off"], default="auto",
+                        help="int8: 7-bit weights (on: CPUs without VNNI) or 8-bit (off: VNNI); auto: this CPU")
     export.add_argument("--calibration-file", default=None,
                         help="int8 auto: texts to measure the ranges on, one per line (a tab separates a pair)")
     run = commands.add_parser("run", help="classify texts with an export; prints one JSON result per line")
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
             options = {}
             if args.fp32_ffn_down != "auto":
                 options["fp32_ffn_down"] = args.fp32_ffn_down
+            if args.reduce_range != "auto":
+                options["reduce_range"] = args.reduce_range == "on"
             if args.calibration_file is not None:
                 options["calibration_texts"] = read_calibration_file(args.calibration_file)
             print(export_onnx(args.checkpoint, args.output_dir, quantize=args.quantize, opset=args.opset,

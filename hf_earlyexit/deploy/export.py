@@ -46,11 +46,19 @@ VALIDATION_ATOL = 1e-4
 # docs/benchmarks.md): per-channel weight scales lift the mean-pooled embedding cosine to fp32 from 0.991 (the
 # per-tensor default, the issue's naive recipe) to 0.997 at the same ~2.2x speed; keeping the FFN down-projection or
 # the attention in fp32 gains little more cosine for a third less speed; static QDQ calibrated on other XNLI rows is
-# worse (cosine 0.980 at 1.9x). reduce_range (7-bit weights) is on: without VNNI (AVX2 only) ONNX Runtime's u8 x s8
-# kernel saturates and the 8-bit weights lose accuracy (e5-small cosine 0.9957, a tiny test model's logits off by
-# 0.56), with 7-bit weights both machines give the same (cosine 0.9971 on AVX2 and on VNNI, where 8-bit gave 0.9974).
-# An export may run on either kind of CPU, so the portable choice is the default.
-INT8_RECIPE = {"per_channel": True, "reduce_range": True, "op_types_to_quantize": ["MatMul"]}
+# worse (cosine 0.980 at 1.9x).
+#
+# reduce_range (7-bit weights) depends on the CPU that serves the graphs, as in Optimum's per-target quantization
+# configs (avx2: on, avx512_vnni: off): without VNNI (AVX2 only) ONNX Runtime's u8 x s8 kernel sums pairs of products
+# in int16 and saturates with 8-bit weights (e5-small cosine 0.9957, a tiny test model's logits off by 0.56), where
+# 7-bit weights do not (0.9971). With VNNI the products accumulate in int32 and 8-bit weights are the more accurate
+# (fine-tuned e5-small teacher, XNLI dev 6 x 600: -0.25 / -0.19 points at full depth / chosen threshold with 8-bit
+# weights and layer 5's FFN down-projection fp32, -0.72 / -0.67 with 7-bit). export_onnx's reduce_range=None picks it
+# for the exporting CPU (see cpu_has_vnni) and the manifest records it; the runner warns when 8-bit graphs are loaded
+# on a CPU without VNNI.
+INT8_RECIPE = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
+# /proc/cpuinfo flags of int8 dot products that accumulate in int32 (AVX512-VNNI, AVX-VNNI, AMX-INT8).
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 # Dynamic int8 quantizes each activation tensor with one range, so a matrix whose input carries outlier channels
 # coarsens the step for all its others. In e5-small one such matrix dominates the int8 loss: layer 5's FFN
@@ -75,6 +83,7 @@ def export_onnx(
     fuse: bool = False,
     fp32_ffn_down="auto",
     calibration_texts=None,
+    reduce_range: bool | None = None,
 ) -> Path:
     """Export an early-exit sequence classifier for ONNX Runtime (run it with ``OnnxEarlyExitRunner``).
 
@@ -95,6 +104,9 @@ def export_onnx(
             median over layers; measured ranges and choice go into the manifest) or a list of layers (``[]``: none).
         calibration_texts: with ``quantize="int8"`` and ``fp32_ffn_down="auto"``, the texts (or ``(text,
             text_pair)`` pairs) the ranges are measured on; default: the validation batch of random tokens.
+        reduce_range: with ``quantize="int8"``, 7-bit weights (for CPUs without VNNI, which saturate with 8-bit
+            ones) or 8-bit (VNNI CPUs); ``None``: 8-bit when the exporting CPU has VNNI (``cpu_has_vnni``), else
+            7-bit. Export on (or for) the kind of CPU that serves the graphs.
 
     Returns the folder. The fp32 graphs are checked against PyTorch on a padded batch before anything is written
     (max |logit difference| <= 1e-4 at every exit, else ``ExportError``).
@@ -105,8 +117,12 @@ def export_onnx(
         raise ExportError(f"fuse={fuse!r}; expected True or False")
     if not (isinstance(opset, int) and opset in SUPPORTED_OPSETS):
         raise ExportError(f"opset={opset!r}; expected an int in {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
-    if quantize is None and (fp32_ffn_down != "auto" or calibration_texts is not None):
-        raise ExportError("fp32_ffn_down and calibration_texts choose int8 matrices; expected quantize='int8' with them")
+    if quantize is None and (fp32_ffn_down != "auto" or calibration_texts is not None or reduce_range is not None):
+        raise ExportError(
+            "fp32_ffn_down, calibration_texts and reduce_range choose the int8 recipe; expected quantize='int8' with them"
+        )
+    if reduce_range not in (None, True, False):
+        raise ExportError(f"reduce_range={reduce_range!r}; expected None (this CPU decides), True or False")
     require_onnxruntime("export_onnx")
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
@@ -120,7 +136,7 @@ def export_onnx(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
-        write_export(model, tokenizer, staging, quantize, opset, fuse, fp32_ffn_down, calibration)
+        write_export(model, tokenizer, staging, quantize, opset, fuse, fp32_ffn_down, calibration, reduce_range)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
@@ -317,8 +333,30 @@ def choose_fp32_ffn_down(model, batch, fp32_ffn_down, calibration) -> dict:
     }
 
 
+def cpu_has_vnni() -> bool | None:
+    """Whether this CPU has int8 dot products accumulating in int32 (``VNNI_FLAGS`` in /proc/cpuinfo); None where
+    that cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return bool(set(line.split(":", 1)[1].split()) & set(VNNI_FLAGS))
+    except OSError:
+        return None
+    return None
+
+
+def choose_reduce_range(reduce_range: bool | None) -> dict:
+    if reduce_range is not None:
+        return {"reduce_range": reduce_range, "reduce_range_rule": "given"}
+    vnni = cpu_has_vnni()
+    reason = {True: "the exporting CPU has VNNI", False: "the exporting CPU has no VNNI",
+              None: "the exporting CPU's flags are unknown"}[vnni]  # fmt: skip
+    return {"reduce_range": vnni is not True, "reduce_range_rule": f"auto: {reason}"}
+
+
 def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: int, fuse: bool = False,
-                 fp32_ffn_down="auto", calibration=None) -> None:
+                 fp32_ffn_down="auto", calibration=None, reduce_range: bool | None = None) -> None:
     from .runner import OnnxEarlyExitRunner
 
     batch = validation_batch(model, min(16, max_length(model, tokenizer)))
@@ -352,11 +390,13 @@ def write_export(model, tokenizer, folder: Path, quantize: str | None, opset: in
     extra["validation"] = {"fp32_max_abs_diff": worst, "atol": VALIDATION_ATOL, "batch": list(batch[INPUT_IDS].shape)}
     quantization = None
     if quantize == "int8":
-        quantization = {**int8_manifest_entry(), "fp32": choose_fp32_ffn_down(model, batch, fp32_ffn_down, calibration)}
+        quantization = {**int8_manifest_entry(), **choose_reduce_range(reduce_range),
+                        "fp32": choose_fp32_ffn_down(model, batch, fp32_ffn_down, calibration)}  # fmt: skip
+        recipe = {**INT8_RECIPE, "reduce_range": quantization["reduce_range"]}
         for segment in segments:
             if segment.kind == "layers":
                 graph = folder / f"{segment.name}.onnx"
-                quantize_int8(graph, nodes_to_exclude=ffn_down_nodes(graph, segment, quantization["fp32"]))
+                quantize_int8(graph, recipe, nodes_to_exclude=ffn_down_nodes(graph, segment, quantization["fp32"]))
         write_manifest(folder, build_manifest(model, segments, folder, opset, quantization, extra))
         # Informative only (int8 is lossy by design); the accuracy it costs is measured in docs/benchmarks.md.
         extra["validation"]["int8_max_abs_diff"] = max_exit_difference(OnnxEarlyExitRunner(folder, 1), batch, reference)
@@ -443,4 +483,4 @@ def int8_manifest_entry() -> dict:
     return {"method": "quantize_dynamic", "weight_type": "QInt8", "segments": "layers", **INT8_RECIPE}
 
 
-__all__ = ["INT8_RECIPE", "OUTLIER_FACTOR", "ExportError", "export_onnx", "quantize_int8"]
+__all__ = ["INT8_RECIPE", "OUTLIER_FACTOR", "ExportError", "cpu_has_vnni", "export_onnx", "quantize_int8"]

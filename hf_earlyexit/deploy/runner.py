@@ -11,6 +11,7 @@ so ``exit_threshold=0`` runs the layers and the final head only, like the model'
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ..modeling.criteria import exit_step, exits_needing_heads, per_exit_thresholds
+from .export import cpu_has_vnni
 from .manifest import ManifestError, read_manifest, require_onnxruntime
 from .segments import ATTENTION_MASK, INPUT_IDS, TOKEN_TYPE_IDS, Segment
 
@@ -56,6 +58,13 @@ class OnnxEarlyExitRunner:
                     f"{list(segment.inputs)} and output {[segment.output]} for a {segment.kind} segment"
                 )
             self.sessions[segment] = (session, inputs)
+        quantization = manifest.get("quantization") or {}
+        if quantization.get("reduce_range") is False and cpu_has_vnni() is False:
+            warnings.warn(
+                f"{str(self.folder)!r} holds 8-bit int8 weights (exported for a VNNI CPU) but this CPU has no VNNI: "
+                "ONNX Runtime's int8 kernel can saturate and lose accuracy here; re-export with reduce_range=True",
+                stacklevel=2,
+            )
         self.exit_layers = list(manifest["exit_layers"])
         self.criterion = manifest["exit_criterion"]
         self.patience = manifest["exit_patience"]
